@@ -1,0 +1,1 @@
+export { ShardScheduler, type ShardSchedulerOptions } from "./shard-scheduler.js";

@@ -1,0 +1,71 @@
+/**
+ * Which array a chunk key belongs to, read from `.zarray` / `zarr.json` and
+ * cached. Only a hint for choosing shard or raw file: a wrong or stale answer
+ * can only make a chunk land as a raw file, which every reader still finds.
+ */
+import fs from "node:fs/promises";
+import path from "node:path";
+import type { ArrayInfo } from "./layout.js";
+
+const MAX_ENTRIES = 10_000;
+
+export class ArrayCatalog {
+  private readonly cache = new Map<string, Promise<ArrayInfo | null>>();
+
+  constructor(private readonly root: string) {}
+
+  /** The array whose folder holds `key`, or null. Looks from the store root down. */
+  async arrayOf(key: string): Promise<ArrayInfo | null> {
+    const segments = key.split("/");
+    for (let depth = 0; depth < segments.length; depth++) {
+      const info = await this.probe(segments.slice(0, depth).join("/"));
+      if (info) return info;
+    }
+    return null;
+  }
+
+  /** Forget everything (called whenever this store writes or deletes metadata). */
+  invalidate(): void {
+    this.cache.clear();
+  }
+
+  private probe(prefix: string): Promise<ArrayInfo | null> {
+    let entry = this.cache.get(prefix);
+    if (!entry) {
+      if (this.cache.size >= MAX_ENTRIES) this.cache.clear();
+      entry = readArrayInfo(path.join(this.root, prefix), prefix);
+      this.cache.set(prefix, entry);
+    }
+    return entry;
+  }
+}
+
+async function readJson(file: string): Promise<Record<string, unknown> | null> {
+  try {
+    const parsed: unknown = JSON.parse(await fs.readFile(file, "utf8"));
+    return typeof parsed === "object" && parsed !== null ? (parsed as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+async function readArrayInfo(folder: string, prefix: string): Promise<ArrayInfo | null> {
+  const v2 = await readJson(path.join(folder, ".zarray"));
+  if (v2 && Array.isArray(v2.shape)) {
+    return { prefix, zarrFormat: 2, ndim: v2.shape.length, chunkKeyPrefix: [], nested: v2.dimension_separator === "/" };
+  }
+  const v3 = await readJson(path.join(folder, "zarr.json"));
+  if (v3 && v3.node_type === "array" && Array.isArray(v3.shape)) {
+    const encoding = (v3.chunk_key_encoding ?? { name: "default" }) as {
+      name?: string;
+      configuration?: { separator?: string };
+    };
+    if (encoding.name === "v2") {
+      const separator = encoding.configuration?.separator ?? ".";
+      return { prefix, zarrFormat: 3, ndim: v3.shape.length, chunkKeyPrefix: [], nested: separator === "/" };
+    }
+    const separator = encoding.configuration?.separator ?? "/";
+    return { prefix, zarrFormat: 3, ndim: v3.shape.length, chunkKeyPrefix: ["c"], nested: separator === "/" };
+  }
+  return null;
+}

@@ -1,0 +1,46 @@
+/**
+ * Errors of the store. Each has a literal `name` and a string `code` (codes
+ * survive postMessage from worker threads; classes do not).
+ */
+
+/** A key that could leave the store or alias a file that is not its own. Nothing was read or written. */
+export class InvalidKeyError extends Error {
+  override readonly name = "InvalidKeyError";
+  readonly code = "H5NEST_INVALID_KEY";
+  constructor(
+    readonly key: string,
+    readonly reason: string,
+  ) {
+    super(`invalid key ${JSON.stringify(key)}: ${reason}`);
+  }
+}
+
+/** An unknown or invalid option passed to H5NestedStore.open. */
+export class InvalidOptionError extends Error {
+  override readonly name = "InvalidOptionError";
+  readonly code = "H5NEST_INVALID_OPTION";
+  constructor(
+    readonly option: string,
+    reason: string,
+  ) {
+    super(`option ${option}: ${reason}`);
+  }
+}
+
+/** The store was used after close(). */
+export class StoreClosedError extends Error {
+  override readonly name = "StoreClosedError";
+  readonly code = "H5NEST_STORE_CLOSED";
+  constructor(readonly root: string) {
+    super(`the store at ${root} is closed`);
+  }
+}
+
+/** A value that is not a Uint8Array was given to set(). */
+export class InvalidValueError extends Error {
+  override readonly name = "InvalidValueError";
+  readonly code = "H5NEST_INVALID_VALUE";
+  constructor(readonly key: string) {
+    super(`value for key ${JSON.stringify(key)} must be a Uint8Array`);
+  }
+}

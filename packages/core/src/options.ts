@@ -1,0 +1,68 @@
+/** Options of H5NestedStore.open, checked strictly: a typo is an error, not a default. */
+import os from "node:os";
+import { InvalidOptionError } from "./errors.js";
+import { normalizeExt } from "./layout.js";
+
+export interface H5NestedStoreOptions {
+  /** Consolidate depth D, at least 2: the last D-1 chunk indices name the dataset (default 3). */
+  consolidateDepth?: number;
+  /** Shard file extension, with or without the dot, never empty (default ".h5"). */
+  containerExt?: string;
+  /** Write new chunks into shards (true, default) or as raw files like NestedDirectoryStore (false). */
+  writeDirect?: boolean;
+  /** fsync files and folders around every rename so that writes survive power loss (default false). */
+  fsync?: boolean;
+  /** Worker threads for HDF5 work (default: available cores). */
+  workers?: number;
+  /** Bytes of writes queued before set() waits (default 256 MiB). */
+  maxPendingBytes?: number;
+}
+
+export type ResolvedOptions = Required<H5NestedStoreOptions>;
+
+const DEFAULTS: ResolvedOptions = {
+  consolidateDepth: 3,
+  containerExt: ".h5",
+  writeDirect: true,
+  fsync: false,
+  workers: Math.max(1, os.availableParallelism()),
+  maxPendingBytes: 256 * 1024 * 1024,
+};
+
+function integerAtLeast(name: string, value: unknown, min: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
+    throw new InvalidOptionError(name, `must be an integer of at least ${min}, got ${JSON.stringify(value)}`);
+  }
+  return value;
+}
+
+function boolean(name: string, value: unknown): boolean {
+  if (typeof value !== "boolean") throw new InvalidOptionError(name, `must be true or false, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+export function resolveOptions(options: unknown): ResolvedOptions {
+  if (options === undefined) return { ...DEFAULTS };
+  if (typeof options !== "object" || options === null || Array.isArray(options)) {
+    throw new InvalidOptionError("options", "must be an object");
+  }
+  const given = options as Record<string, unknown>;
+  for (const name of Object.keys(given)) {
+    if (!(name in DEFAULTS)) {
+      throw new InvalidOptionError(name, `unknown option (known: ${Object.keys(DEFAULTS).join(", ")})`);
+    }
+  }
+  const pick = <K extends keyof ResolvedOptions>(name: K): unknown => (given[name] === undefined ? DEFAULTS[name] : given[name]);
+  const ext = pick("containerExt");
+  if (typeof ext !== "string" || ext === "" || ext === "." || /[/\\\0]/.test(ext)) {
+    throw new InvalidOptionError("containerExt", `must be a non-empty file extension, got ${JSON.stringify(ext)}`);
+  }
+  return {
+    consolidateDepth: integerAtLeast("consolidateDepth", pick("consolidateDepth"), 2),
+    containerExt: normalizeExt(ext),
+    writeDirect: boolean("writeDirect", pick("writeDirect")),
+    fsync: boolean("fsync", pick("fsync")),
+    workers: integerAtLeast("workers", pick("workers"), 1),
+    maxPendingBytes: integerAtLeast("maxPendingBytes", pick("maxPendingBytes"), 1),
+  };
+}

@@ -1,0 +1,202 @@
+/**
+ * H5NestedStore: a zarrita store (get/set with "/"-prefixed keys) over the H5
+ * nested layout. Reads go to worker threads in batches; writes go through the
+ * coordinator, which gives each shard one owner at a time and groups the
+ * writes that wait for a shard into its next commit.
+ */
+import fs from "node:fs/promises";
+import { ShardScheduler } from "@h5nest/coordinator";
+import { ChunkTooLargeError, type CommitRequest, MAX_DATASET_BYTES, WorkerPool } from "@h5nest/workers";
+import { ArrayCatalog } from "./arrays.js";
+import { InvalidValueError, StoreClosedError } from "./errors.js";
+import { canWriteToShard, Layout, type Location } from "./layout.js";
+import { type H5NestedStoreOptions, type ResolvedOptions, resolveOptions } from "./options.js";
+import { listRawChunks, readFileOrUndefined, statOrNull } from "./raw-files.js";
+import { ReadBatcher } from "./read-batcher.js";
+import { walkKeys } from "./walk.js";
+
+/**
+ * A small write to an existing shard goes to a raw file unless the bytes it
+ * brings (with the raw bytes already waiting for that shard) reach this
+ * fraction of the shard's size; then the shard is rewritten with all of them.
+ * Each byte is written at most once raw and once in a rewrite costing at most
+ * (1 + 1/FOLD_RATIO) times the bytes folded: worst-case amplification 2 + 1/FOLD_RATIO.
+ */
+export const FOLD_RATIO = 0.5;
+
+const METADATA_NAMES = new Set([".zarray", ".zgroup", ".zattrs", ".zmetadata", "zarr.json"]);
+
+type WriteOp =
+  | { kind: "put"; location: Location; bytes: Uint8Array }
+  | { kind: "delete"; location: Location }
+  /** Rewrite the shard with every raw chunk file waiting for it. */
+  | { kind: "fold"; shardPath: string };
+
+export class H5NestedStore {
+  readonly root: string;
+  readonly options: Readonly<ResolvedOptions>;
+  private readonly layout: Layout;
+  private readonly pool: WorkerPool;
+  private readonly scheduler: ShardScheduler<WriteOp>;
+  private readonly reader: ReadBatcher;
+  private readonly arrays: ArrayCatalog;
+  /** Bytes written as raw files for a shard since its last rewrite, by shard path. */
+  private readonly rawBytesWaiting = new Map<string, number>();
+  private closed = false;
+
+  private constructor(root: string, options: ResolvedOptions) {
+    this.options = Object.freeze(options);
+    this.layout = new Layout({ root, depth: options.consolidateDepth, ext: options.containerExt });
+    this.root = this.layout.root;
+    this.pool = new WorkerPool({ threads: options.workers });
+    this.reader = new ReadBatcher(this.pool);
+    this.arrays = new ArrayCatalog(this.root);
+    this.scheduler = new ShardScheduler<WriteOp>({
+      concurrency: options.workers,
+      maxPendingBytes: options.maxPendingBytes,
+      maxBatchBytes: Math.max(1, Math.min(options.maxPendingBytes, 256 * 1024 * 1024)),
+      execute: (owner, ops, grant) => this.execute(owner, ops, grant),
+    });
+  }
+
+  /** Opens (creating the folder if needed) the store at `dir`. */
+  static async open(dir: string, options?: H5NestedStoreOptions): Promise<H5NestedStore> {
+    const resolved = resolveOptions(options);
+    await fs.mkdir(dir, { recursive: true });
+    const stat = await fs.stat(dir);
+    if (!stat.isDirectory()) throw new Error(`${dir} is not a folder`);
+    return new H5NestedStore(dir, resolved);
+  }
+
+  /** The bytes stored under `key`, or undefined. Raw file first, then the shard. */
+  async get(key: string, options?: { signal?: AbortSignal }): Promise<Uint8Array | undefined> {
+    this.assertOpen();
+    options?.signal?.throwIfAborted();
+    const location = this.layout.locate(key);
+    if (location.kind === "meta") return readFileOrUndefined(location.rawPath);
+    const shard = location.shard;
+    return this.reader.read({
+      rawPath: location.rawPath,
+      shardPath: shard?.path ?? null,
+      dataset: shard?.dataset ?? "",
+    });
+  }
+
+  /** Stores `value` under `key`; resolves once it is in a renamed shard or raw file. */
+  async set(key: string, value: Uint8Array): Promise<void> {
+    this.assertOpen();
+    if (!(value instanceof Uint8Array)) throw new InvalidValueError(key);
+    const location = this.layout.locate(key);
+    if (location.kind === "chunk" && value.byteLength > MAX_DATASET_BYTES) {
+      throw new ChunkTooLargeError(location.rawPath, value.byteLength, MAX_DATASET_BYTES);
+    }
+    // Copy: the caller may reuse its buffer before the batch is written.
+    const bytes = value.slice();
+    await this.scheduler.submit(ownerOf(location), { kind: "put", location, bytes }, bytes.byteLength);
+    if (location.kind === "meta" && isMetadata(location.key)) this.arrays.invalidate();
+  }
+
+  /** Removes `key` from the raw file and from its shard. A missing key is not an error. */
+  async delete(key: string): Promise<void> {
+    this.assertOpen();
+    const location = this.layout.locate(key);
+    await this.scheduler.submit(ownerOf(location), { kind: "delete", location }, 0);
+    if (location.kind === "meta" && isMetadata(location.key)) this.arrays.invalidate();
+  }
+
+  /** Streams every key once: raw files and the datasets inside shards. */
+  keys(): AsyncGenerator<string> {
+    this.assertOpen();
+    return walkKeys(this.layout, (shardPath) => this.pool.listShard(shardPath));
+  }
+
+  /** Waits for every write, then folds raw files written for small updates into their shards. */
+  async flush(): Promise<void> {
+    this.assertOpen();
+    await this.scheduler.drain();
+    const shards = [...this.rawBytesWaiting.keys()];
+    await Promise.all(shards.map((shardPath) => this.scheduler.submit(shardPath, { kind: "fold", shardPath }, 0)));
+    await this.scheduler.drain();
+  }
+
+  /** Flushes, then stops the worker threads. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.flush();
+    } finally {
+      this.closed = true;
+      await this.pool.close();
+    }
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new StoreClosedError(this.root);
+  }
+
+  /** Applies one batch of writes for one owner (a shard, or a lone raw file). */
+  private async execute(owner: string, ops: WriteOp[], grant: number): Promise<void> {
+    // Last write to a key wins, as if the batch had run one op at a time.
+    const latest = new Map<string, Extract<WriteOp, { location: Location }>>();
+    let fold = false;
+    for (const op of ops) {
+      if (op.kind === "fold") fold = true;
+      else {
+        latest.delete(op.location.key);
+        latest.set(op.location.key, op);
+      }
+    }
+    const raw: CommitRequest = { ...this.emptyRequest(owner, grant), target: "raw" };
+    const shard: CommitRequest = { ...this.emptyRequest(owner, grant), target: "shard" };
+    for (const op of latest.values()) {
+      const { location } = op;
+      const ref = { dataset: location.kind === "chunk" ? (location.shard?.dataset ?? "") : "", rawPath: location.rawPath };
+      const inside = location.kind === "chunk" && location.shard?.placement === "inside";
+      if (op.kind === "delete") {
+        (inside ? shard : raw).deletes.push(ref);
+      } else if (this.options.writeDirect && inside && (await this.shardWritable(location))) {
+        shard.puts.push({ ...ref, bytes: op.bytes });
+      } else {
+        raw.puts.push({ ...ref, bytes: op.bytes });
+      }
+    }
+    if (raw.puts.length > 0 || raw.deletes.length > 0) await this.pool.commit(raw);
+    if (shard.puts.length > 0 || shard.deletes.length > 0 || fold) await this.commitShard(shard, fold);
+  }
+
+  private emptyRequest(owner: string, grant: number): CommitRequest {
+    return { shardPath: owner, target: "raw", puts: [], deletes: [], fold: [], rawFolder: null, fsync: this.options.fsync, lease: grant };
+  }
+
+  private async shardWritable(location: Location): Promise<boolean> {
+    return canWriteToShard(location, await this.arrays.arrayOf(location.key), this.layout.depth);
+  }
+
+  /** Rewrites the shard, or for a small update of a big shard writes raw files (see FOLD_RATIO). */
+  private async commitShard(request: CommitRequest, fold: boolean): Promise<void> {
+    const shardPath = request.shardPath;
+    const rawFolder = this.layout.rawFolderOf(shardPath);
+    const stat = await statOrNull(shardPath);
+    const incoming = request.puts.reduce((sum, put) => sum + put.bytes.byteLength, 0);
+    const waiting = this.rawBytesWaiting.get(shardPath) ?? 0;
+    const rewrite = !stat || fold || request.deletes.length > 0 || incoming + waiting >= FOLD_RATIO * stat.size;
+    if (!rewrite) {
+      await this.pool.commit({ ...request, target: "raw", rawFolder });
+      this.rawBytesWaiting.set(shardPath, waiting + incoming);
+      return;
+    }
+    const folderStat = await statOrNull(rawFolder);
+    const foldable = folderStat?.isDirectory() ? await listRawChunks(this.layout, rawFolder) : [];
+    await this.pool.commit({ ...request, target: "shard", fold: foldable, rawFolder });
+    this.rawBytesWaiting.delete(shardPath);
+  }
+}
+
+/** The unit of ownership: a chunk's shard (even one never written), else the file itself. */
+function ownerOf(location: Location): string {
+  return location.kind === "chunk" && location.shard ? location.shard.path : location.rawPath;
+}
+
+function isMetadata(key: string): boolean {
+  return METADATA_NAMES.has(key.slice(key.lastIndexOf("/") + 1));
+}

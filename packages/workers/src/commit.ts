@@ -1,0 +1,186 @@
+/**
+ * The one place where a shard changes. A commit never edits a live shard:
+ * it writes `<shard>.<hex>.partial` holding the kept datasets plus the new
+ * ones, closes it, renames it over the shard, and only then removes the raw
+ * files it absorbed (if they are still the files it read).
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { ChunkTooLargeError, CorruptShardError, WriteFailedError, writeFailed } from "./errors.js";
+import {
+  type FileIdentity,
+  fsyncFile,
+  fsyncFolder,
+  identityOf,
+  isMissing,
+  partialName,
+  removeEmptyFolders,
+  removeFile,
+  sameIdentity,
+  statOrNull,
+  writeFileAtomic,
+} from "./files.js";
+import { ShardBuilder, ShardFile } from "./hdf5.js";
+
+export interface ChunkPut {
+  dataset: string;
+  rawPath: string;
+  bytes: Uint8Array;
+}
+
+export interface ChunkRef {
+  dataset: string;
+  rawPath: string;
+}
+
+export interface CommitRequest {
+  /** Absolute path of the shard (for a raw-only commit: the owner's name, not touched). */
+  shardPath: string;
+  /** "shard": rewrite the shard; "raw": write puts as raw files, unlink deleted raw files. */
+  target: "shard" | "raw";
+  /** Each dataset appears at most once in puts and deletes together. */
+  puts: ChunkPut[];
+  deletes: ChunkRef[];
+  /** Raw chunk files of this shard to absorb into it (target "shard" only). */
+  fold: ChunkRef[];
+  /** The folder holding this shard's raw chunk files: emptied folders below it are removed. */
+  rawFolder: string | null;
+  fsync: boolean;
+  /** Grant number from the coordinator, for the ownership trace. */
+  lease: number;
+}
+
+export interface CommitResult {
+  target: "shard" | "raw";
+  /** Datasets in the shard after the commit (0: the shard was removed or not written). */
+  datasets: number;
+  /** Size of the shard file after the commit. */
+  shardBytes: number;
+  /** Bytes written as raw files. */
+  rawBytes: number;
+  /** Raw files absorbed into the shard and removed. */
+  folded: number;
+}
+
+export function commit(request: CommitRequest): CommitResult {
+  return request.target === "raw" ? commitRaw(request) : commitShard(request);
+}
+
+function commitRaw(request: CommitRequest): CommitResult {
+  let rawBytes = 0;
+  for (const put of request.puts) {
+    writeFileAtomic(put.rawPath, put.bytes, request.fsync);
+    rawBytes += put.bytes.byteLength;
+  }
+  for (const ref of request.deletes) removeFile(ref.rawPath);
+  if (request.rawFolder && request.deletes.length > 0) {
+    removeEmptyFolders(request.deletes.map((d) => d.rawPath), request.rawFolder);
+  }
+  return { target: "raw", datasets: 0, shardBytes: 0, rawBytes, folded: 0 };
+}
+
+function commitShard(request: CommitRequest): CommitResult {
+  const { shardPath } = request;
+  const replaced = new Set<string>();
+  for (const put of request.puts) replaced.add(put.dataset);
+  for (const ref of request.deletes) replaced.add(ref.dataset);
+
+  const existing = statOrNull(shardPath) ? ShardFile.open(shardPath) : null;
+  const partial = partialName(shardPath);
+  const absorbed: { rawPath: string; identity: FileIdentity }[] = [];
+  let builder: ShardBuilder | undefined;
+  try {
+    try {
+      fs.mkdirSync(path.dirname(shardPath), { recursive: true });
+      builder = new ShardBuilder(partial);
+    } catch (error) {
+      throw writeFailed(partial, error);
+    }
+    const written = new Set<string>();
+    for (const put of request.puts) {
+      builder.add(put.dataset, put.bytes);
+      written.add(put.dataset);
+    }
+    for (const ref of request.fold) {
+      const raw = readRaw(ref.rawPath);
+      if (!raw) continue;
+      // Absorbed raw files are removed after the rename, even when a newer
+      // put replaced their dataset: otherwise they would shadow it.
+      absorbed.push({ rawPath: ref.rawPath, identity: raw.identity });
+      if (replaced.has(ref.dataset) || written.has(ref.dataset)) continue;
+      builder.add(ref.dataset, raw.bytes);
+      written.add(ref.dataset);
+    }
+    if (existing) {
+      for (const dataset of existing.datasets()) {
+        if (replaced.has(dataset) || written.has(dataset)) continue;
+        const bytes = existing.read(dataset);
+        if (bytes) builder.add(dataset, bytes);
+        written.add(dataset);
+      }
+    }
+    builder.close();
+    if (builder.count === 0) {
+      fs.rmSync(partial, { force: true });
+      removeFile(shardPath);
+    } else {
+      if (request.fsync) fsyncFile(partial);
+      fs.renameSync(partial, shardPath);
+      if (request.fsync) fsyncFolder(path.dirname(shardPath));
+    }
+  } catch (error) {
+    builder?.abandon();
+    fs.rmSync(partial, { force: true });
+    if (error instanceof CorruptShardError || error instanceof WriteFailedError) throw error;
+    if (error instanceof ChunkTooLargeError) throw error;
+    throw writeFailed(shardPath, error);
+  } finally {
+    existing?.close();
+  }
+
+  const removed: string[] = [];
+  for (const { rawPath, identity } of absorbed) {
+    const now = statOrNull(rawPath);
+    if (now && sameIdentity(identityOf(now), identity)) {
+      removeFile(rawPath);
+      removed.push(rawPath);
+    }
+  }
+  for (const ref of request.deletes) {
+    removeFile(ref.rawPath);
+    removed.push(ref.rawPath);
+  }
+  if (request.rawFolder && removed.length > 0) removeEmptyFolders(removed, request.rawFolder);
+
+  const count = builder?.count ?? 0;
+  return {
+    target: "shard",
+    datasets: count,
+    shardBytes: count === 0 ? 0 : fs.statSync(shardPath).size,
+    rawBytes: 0,
+    folded: absorbed.length,
+  };
+}
+
+function readRaw(rawPath: string): { bytes: Uint8Array; identity: FileIdentity } | null {
+  let fd: number;
+  try {
+    fd = fs.openSync(rawPath, "r");
+  } catch (error) {
+    if (isMissing(error)) return null;
+    throw error;
+  }
+  try {
+    const identity = identityOf(fs.fstatSync(fd));
+    const bytes = Buffer.allocUnsafe(identity.size);
+    let offset = 0;
+    while (offset < identity.size) {
+      const n = fs.readSync(fd, bytes, offset, identity.size - offset, offset);
+      if (n === 0) break;
+      offset += n;
+    }
+    return { bytes: bytes.subarray(0, offset), identity };
+  } finally {
+    fs.closeSync(fd);
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * Errors raised inside worker threads. Classes do not survive postMessage, so
+ * workers send {@link WireError} records and the pool rebuilds the class.
+ */
+
+/** A shard file that HDF5 cannot open or read (truncated, corrupt, not HDF5). */
+export class CorruptShardError extends Error {
+  override readonly name = "CorruptShardError";
+  readonly code = "H5NEST_CORRUPT_SHARD";
+  constructor(
+    readonly file: string,
+    readonly detail: string,
+  ) {
+    super(`corrupt or unreadable shard ${file}: ${detail}`);
+  }
+}
+
+/** A chunk larger than one worker's WebAssembly heap can take in one call. */
+export class ChunkTooLargeError extends Error {
+  override readonly name = "ChunkTooLargeError";
+  readonly code = "H5NEST_CHUNK_TOO_LARGE";
+  constructor(
+    readonly file: string,
+    readonly bytes: number,
+    readonly limit: number,
+  ) {
+    super(`chunk of ${bytes} bytes for ${file} exceeds the ${limit}-byte limit of one HDF5 call`);
+  }
+}
+
+/** A file-system failure while writing (ENOSPC, EACCES, EROFS, ...). Nothing was replaced. */
+export class WriteFailedError extends Error {
+  override readonly name = "WriteFailedError";
+  readonly code = "H5NEST_WRITE_FAILED";
+  constructor(
+    readonly file: string,
+    readonly errno: string,
+    readonly detail: string,
+  ) {
+    super(`writing ${file} failed (${errno}): ${detail}`);
+  }
+}
+
+export type WorkerError = CorruptShardError | ChunkTooLargeError | WriteFailedError;
+
+/** The plain-object form of a worker error, as sent between threads. */
+export type WireError =
+  | { code: "H5NEST_CORRUPT_SHARD"; file: string; detail: string }
+  | { code: "H5NEST_CHUNK_TOO_LARGE"; file: string; bytes: number; limit: number }
+  | { code: "H5NEST_WRITE_FAILED"; file: string; errno: string; detail: string }
+  | { code: "H5NEST_INTERNAL"; detail: string };
+
+export function toWire(error: unknown): WireError {
+  if (error instanceof CorruptShardError) return { code: error.code, file: error.file, detail: error.detail };
+  if (error instanceof ChunkTooLargeError) {
+    return { code: error.code, file: error.file, bytes: error.bytes, limit: error.limit };
+  }
+  if (error instanceof WriteFailedError) {
+    return { code: error.code, file: error.file, errno: error.errno, detail: error.detail };
+  }
+  return { code: "H5NEST_INTERNAL", detail: error instanceof Error ? (error.stack ?? error.message) : String(error) };
+}
+
+export function fromWire(wire: WireError): Error {
+  switch (wire.code) {
+    case "H5NEST_CORRUPT_SHARD":
+      return new CorruptShardError(wire.file, wire.detail);
+    case "H5NEST_CHUNK_TOO_LARGE":
+      return new ChunkTooLargeError(wire.file, wire.bytes, wire.limit);
+    case "H5NEST_WRITE_FAILED":
+      return new WriteFailedError(wire.file, wire.errno, wire.detail);
+    default:
+      return new Error(`h5nest worker failed: ${wire.detail}`);
+  }
+}
+
+/** Wraps a Node file-system error as a WriteFailedError naming `file`. */
+export function writeFailed(file: string, error: unknown): WriteFailedError {
+  const errno = (error as NodeJS.ErrnoException | null)?.code ?? "EIO";
+  const detail = error instanceof Error ? error.message : String(error);
+  return new WriteFailedError(file, errno, detail);
+}

@@ -1,0 +1,210 @@
+/**
+ * The only module that talks to h5wasm. It speaks our words: open a shard,
+ * list and read its datasets, build a new shard file.
+ */
+import h5wasm from "h5wasm/node";
+import type { Metadata } from "h5wasm/node";
+import { ChunkTooLargeError, CorruptShardError } from "./errors.js";
+import { MAX_DATASET_BYTES } from "./limits.js";
+
+const H5T_INTEGER = 0;
+const H5T_OPAQUE = 5;
+
+type H5Module = Awaited<typeof h5wasm.ready>;
+
+let module: H5Module | undefined;
+
+/** Loads the HDF5 WebAssembly module once per thread, with errors thrown instead of printed. */
+export async function initHdf5(): Promise<void> {
+  if (module) return;
+  const loaded = await h5wasm.ready;
+  loaded.activate_throwing_error_handler();
+  module = loaded;
+}
+
+function hdf5(): H5Module {
+  if (!module) throw new Error("initHdf5() was not awaited in this thread");
+  return module;
+}
+
+function describe(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return text.split("\n").find((line) => line.trim().length > 0)?.trim() ?? "HDF5 error";
+}
+
+/** A reusable scratch buffer inside the WebAssembly heap. */
+class HeapBuffer {
+  private pointer = 0;
+  private capacity = 0;
+
+  reserve(bytes: number): number {
+    if (bytes > this.capacity) {
+      const m = hdf5();
+      if (this.pointer) m._free(this.pointer);
+      this.capacity = Math.max(bytes, 64 * 1024);
+      this.pointer = m._malloc(this.capacity);
+      if (!this.pointer) {
+        this.capacity = 0;
+        throw new Error(`cannot allocate ${bytes} bytes in the WebAssembly heap`);
+      }
+    }
+    return this.pointer;
+  }
+
+  release(): void {
+    if (this.pointer) hdf5()._free(this.pointer);
+    this.pointer = 0;
+    this.capacity = 0;
+  }
+}
+
+const scratch = new HeapBuffer();
+
+/** An open shard, read only. Files are immutable once renamed, so handles can be cached. */
+export class ShardFile {
+  private readonly fileId: bigint;
+  private readonly names: Set<string>;
+  private closed = false;
+
+  private constructor(
+    readonly path: string,
+    fileId: bigint,
+    names: Set<string>,
+  ) {
+    this.fileId = fileId;
+    this.names = names;
+  }
+
+  /** Opens `path`; throws CorruptShardError when HDF5 cannot. */
+  static open(path: string): ShardFile {
+    const m = hdf5();
+    let fileId: bigint;
+    try {
+      fileId = m.open(path, m.H5F_ACC_RDONLY, false, -1, -1);
+    } catch (error) {
+      throw new CorruptShardError(path, describe(error));
+    }
+    try {
+      return new ShardFile(path, fileId, new Set(m.get_names(fileId, "/", false)));
+    } catch (error) {
+      m.close_file(fileId);
+      throw new CorruptShardError(path, describe(error));
+    }
+  }
+
+  datasets(): string[] {
+    return [...this.names];
+  }
+
+  has(dataset: string): boolean {
+    return this.names.has(dataset);
+  }
+
+  /**
+   * The stored bytes of `dataset` (an OPAQUE scalar or a 1-D uint8 dataset),
+   * or undefined when the shard has no such dataset.
+   */
+  read(dataset: string): Uint8Array | undefined {
+    if (!this.names.has(dataset)) return undefined;
+    const m = hdf5();
+    const name = `/${dataset}`;
+    let metadata: Metadata;
+    try {
+      metadata = m.get_dataset_metadata(this.fileId, name);
+    } catch (error) {
+      throw new CorruptShardError(this.path, `dataset ${dataset}: ${describe(error)}`);
+    }
+    const bytes = byteLength(metadata);
+    if (bytes === null) {
+      throw new CorruptShardError(this.path, `dataset ${dataset} is neither OPAQUE nor 1-D uint8`);
+    }
+    if (bytes > MAX_DATASET_BYTES) throw new ChunkTooLargeError(`${this.path}:${dataset}`, bytes, MAX_DATASET_BYTES);
+    if (bytes === 0) return new Uint8Array(0);
+    const pointer = scratch.reserve(bytes);
+    try {
+      m.get_dataset_data(this.fileId, name, null, null, null, BigInt(pointer));
+    } catch (error) {
+      throw new CorruptShardError(this.path, `dataset ${dataset}: ${describe(error)}`);
+    }
+    return m.HEAPU8.slice(pointer, pointer + bytes);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      hdf5().close_file(this.fileId);
+    } catch {
+      // Closing a read-only handle frees memory only; nothing on disk depends on it.
+    }
+  }
+}
+
+function byteLength(metadata: Metadata): number | null {
+  const shape = metadata.shape ?? [];
+  if (metadata.type === H5T_OPAQUE && shape.length === 0) return metadata.size;
+  if (metadata.type === H5T_INTEGER && metadata.size === 1 && shape.length === 1) return shape[0]!;
+  return null;
+}
+
+/** A new shard file being written (always a fresh `.partial` file, never a live shard). */
+export class ShardBuilder {
+  private readonly fileId: bigint;
+  private open = true;
+  count = 0;
+  bytes = 0;
+
+  constructor(readonly path: string) {
+    const m = hdf5();
+    // Numeric form of LIBVER_BOUNDS.
+    this.fileId = m.open(path, m.H5F_ACC_TRUNC, false, m.H5F_LIBVER_V18, m.H5F_LIBVER_V110);
+  }
+
+  /** Adds `dataset` as a contiguous 1-D uint8 dataset holding exactly `bytes`. */
+  add(dataset: string, bytes: Uint8Array): void {
+    if (bytes.byteLength > MAX_DATASET_BYTES) {
+      throw new ChunkTooLargeError(`${this.path}:${dataset}`, bytes.byteLength, MAX_DATASET_BYTES);
+    }
+    const m = hdf5();
+    const length = BigInt(bytes.byteLength);
+    const pointer = scratch.reserve(Math.max(bytes.byteLength, 1));
+    m.HEAPU8.set(bytes, pointer);
+    m.create_dataset(this.fileId, `/${dataset}`, BigInt(pointer), {
+      type: H5T_INTEGER,
+      size: 1,
+      signed: false,
+      littleEndian: true,
+      vlen: false,
+      total_size: bytes.byteLength,
+      shape: [length],
+      maxshape: [length],
+      chunks: null,
+      compression: 0,
+      compression_opts: [],
+      track_order: false,
+    } as Parameters<H5Module["create_dataset"]>[3]);
+    this.count += 1;
+    this.bytes += bytes.byteLength;
+  }
+
+  /** Closes the file so that HDF5 writes all its metadata. */
+  close(): void {
+    if (!this.open) return;
+    this.open = false;
+    hdf5().close_file(this.fileId);
+  }
+
+  /** Closes without caring about errors: used on the failure path before deleting the file. */
+  abandon(): void {
+    try {
+      this.close();
+    } catch {
+      // The partial file is deleted next; its content does not matter.
+    }
+  }
+}
+
+/** Frees the scratch buffer (tests and shutdown). */
+export function releaseScratch(): void {
+  scratch.release();
+}

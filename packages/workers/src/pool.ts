@@ -1,0 +1,64 @@
+/** The main-thread face of the worker threads: typed calls, typed errors. */
+import { Piscina } from "piscina";
+import type { CommitRequest, CommitResult } from "./commit.js";
+import { fromWire, type WireError } from "./errors.js";
+import type { ReadItem } from "./read.js";
+import type { TaskResult } from "./worker.js";
+
+export interface WorkerPoolOptions {
+  /** Number of worker threads (each loads its own HDF5). */
+  threads: number;
+}
+
+/** Per item of a read: the bytes, undefined when missing, or the error for that item. */
+export type ReadResult = Uint8Array | undefined | Error;
+
+function isWireError(value: unknown): value is WireError {
+  return typeof value === "object" && value !== null && !ArrayBuffer.isView(value) && "code" in value;
+}
+
+function unwrap<T>(result: TaskResult<T>): T {
+  if (result.ok) return result.value;
+  throw fromWire(result.error);
+}
+
+export class WorkerPool {
+  private readonly piscina: Piscina;
+  readonly threads: number;
+
+  constructor(options: WorkerPoolOptions) {
+    this.threads = options.threads;
+    this.piscina = new Piscina({
+      filename: new URL("./worker.js", import.meta.url).href,
+      minThreads: options.threads,
+      maxThreads: options.threads,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      // Every task is synchronous: one at a time per thread.
+      concurrentTasksPerWorker: 1,
+    });
+  }
+
+  /** Reads raw-file-first, then from the shard. Items of one shard should be sent together. */
+  async read(items: ReadItem[]): Promise<ReadResult[]> {
+    const outcomes = (await this.piscina.run(items, { name: "readTask" })) as (Uint8Array | null | WireError)[];
+    return outcomes.map((outcome) => {
+      if (outcome === null) return undefined;
+      if (isWireError(outcome)) return fromWire(outcome);
+      return outcome;
+    });
+  }
+
+  /** Runs one commit (see commit.ts). The caller guarantees one commit per shard at a time. */
+  async commit(request: CommitRequest): Promise<CommitResult> {
+    return unwrap((await this.piscina.run(request, { name: "commitTask" })) as TaskResult<CommitResult>);
+  }
+
+  /** Dataset names of a shard; empty when the file does not exist. */
+  async listShard(shardPath: string): Promise<string[]> {
+    return unwrap((await this.piscina.run(shardPath, { name: "listTask" })) as TaskResult<string[]>);
+  }
+
+  async close(): Promise<void> {
+    await this.piscina.close();
+  }
+}

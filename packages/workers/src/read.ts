@@ -1,0 +1,111 @@
+/**
+ * Chunk reads in a worker: raw file first, then the shard dataset, through
+ * shard handles cached by file identity (a replaced shard is reopened).
+ */
+import { CorruptShardError, toWire, type WireError } from "./errors.js";
+import { type FileIdentity, identityOf, readFileOrUndefined, sameIdentity, statOrNull } from "./files.js";
+import { ShardFile } from "./hdf5.js";
+
+export interface ReadItem {
+  rawPath: string;
+  /** Null when the key has no shard (a metadata key, or too few segments). */
+  shardPath: string | null;
+  dataset: string;
+}
+
+/** Per item: the bytes, null when the key does not exist, or the error that stopped the read. */
+export type ReadOutcome = Uint8Array | null | WireError;
+
+const MAX_OPEN_SHARDS = 64;
+
+interface CachedShard {
+  file: ShardFile;
+  identity: FileIdentity;
+}
+
+/** Open shard handles of this thread, least recently used first. */
+const handles = new Map<string, CachedShard>();
+
+/**
+ * Reads a batch. All raw files are tried before any shard is checked: a
+ * commit renames the new shard before it removes the raw files it absorbed,
+ * so a reader that misses a raw file is sure to see that new shard.
+ */
+export function readChunks(items: ReadItem[]): ReadOutcome[] {
+  const outcomes: ReadOutcome[] = new Array(items.length).fill(null);
+  const byShard = new Map<string, number[]>();
+  items.forEach((item, index) => {
+    try {
+      const raw = readFileOrUndefined(item.rawPath);
+      if (raw) outcomes[index] = raw;
+      else if (item.shardPath) {
+        const list = byShard.get(item.shardPath) ?? [];
+        list.push(index);
+        byShard.set(item.shardPath, list);
+      }
+    } catch (error) {
+      outcomes[index] = toWire(error);
+    }
+  });
+  for (const [shardPath, indexes] of byShard) {
+    let shard: ShardFile | null;
+    try {
+      shard = openCached(shardPath);
+    } catch (error) {
+      for (const index of indexes) outcomes[index] = toWire(error);
+      continue;
+    }
+    if (!shard) continue;
+    for (const index of indexes) {
+      try {
+        outcomes[index] = shard.read(items[index]!.dataset) ?? null;
+      } catch (error) {
+        outcomes[index] = toWire(error);
+      }
+    }
+  }
+  return outcomes;
+}
+
+/** Dataset names of one shard (throws CorruptShardError). Empty when the shard is gone. */
+export function listShard(shardPath: string): string[] {
+  return openCached(shardPath)?.datasets() ?? [];
+}
+
+function openCached(shardPath: string): ShardFile | null {
+  const stat = statOrNull(shardPath);
+  const cached = handles.get(shardPath);
+  if (!stat) {
+    if (cached) forget(shardPath, cached);
+    return null;
+  }
+  const identity = identityOf(stat);
+  if (cached) {
+    handles.delete(shardPath);
+    if (sameIdentity(cached.identity, identity)) {
+      handles.set(shardPath, cached); // most recently used goes last
+      return cached.file;
+    }
+    cached.file.close();
+  }
+  if (!stat.isFile()) throw new CorruptShardError(shardPath, "not a regular file");
+  const file = ShardFile.open(shardPath);
+  // The path may have been replaced between stat and open: cache only a
+  // handle whose identity we are sure of; otherwise use it once.
+  const after = statOrNull(shardPath);
+  if (after && sameIdentity(identityOf(after), identity)) {
+    handles.set(shardPath, { file, identity });
+    while (handles.size > MAX_OPEN_SHARDS) {
+      const [oldest, entry] = handles.entries().next().value as [string, CachedShard];
+      forget(oldest, entry);
+    }
+  } else {
+    queueMicrotask(() => file.close());
+  }
+  return file;
+}
+
+function forget(shardPath: string, cached: CachedShard): void {
+  handles.delete(shardPath);
+  cached.file.close();
+}

@@ -1,0 +1,45 @@
+/**
+ * Entry point of a piscina worker thread. Each task is synchronous HDF5 and
+ * file work; every failure comes back as a WireError, so an HDF5 error never
+ * takes the thread (or the pool) down.
+ */
+import fs from "node:fs";
+import { threadId } from "node:worker_threads";
+import { commit, type CommitRequest, type CommitResult } from "./commit.js";
+import { toWire, type WireError } from "./errors.js";
+import { initHdf5 } from "./hdf5.js";
+import { listShard, type ReadItem, type ReadOutcome, readChunks } from "./read.js";
+
+await initHdf5();
+
+export type TaskResult<T> = { ok: true; value: T } | { ok: false; error: WireError };
+
+function attempt<T>(work: () => T): TaskResult<T> {
+  try {
+    return { ok: true, value: work() };
+  } catch (error) {
+    return { ok: false, error: toWire(error) };
+  }
+}
+
+/** Ownership trace for tests: one JSON line per commit with its start and end (monotonic ns). */
+const traceFile = process.env.H5NEST_TRACE_FILE;
+
+export function commitTask(request: CommitRequest): TaskResult<CommitResult> {
+  const start = process.hrtime.bigint();
+  const result = attempt(() => commit(request));
+  if (traceFile) {
+    const end = process.hrtime.bigint();
+    const line = { thread: threadId, pid: process.pid, owner: request.shardPath, lease: request.lease, start: `${start}`, end: `${end}` };
+    fs.appendFileSync(traceFile, `${JSON.stringify(line)}\n`);
+  }
+  return result;
+}
+
+export function readTask(items: ReadItem[]): ReadOutcome[] {
+  return readChunks(items);
+}
+
+export function listTask(shardPath: string): TaskResult<string[]> {
+  return attempt(() => listShard(shardPath));
+}
