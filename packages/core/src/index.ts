@@ -1,6 +1,8 @@
+import "./codecs.js";
 export { H5NestedStore, FOLD_RATIO } from "./store.js";
 export type { H5NestedStoreOptions } from "./options.js";
 export { Layout, canWriteToShard, keySegments, isTempName, normalizeExt } from "./layout.js";
 export type { LayoutOptions, Location, ShardLocation, ShardPlacement, ArrayInfo } from "./layout.js";
 export { InvalidKeyError, InvalidOptionError, InvalidValueError, StoreClosedError } from "./errors.js";
 export { CorruptShardError, ChunkTooLargeError, WriteFailedError, LIBVER_BOUNDS, MAX_DATASET_BYTES } from "@h5nest/workers";
+export { createV2Array, type V2ArrayOptions } from "./v2.js";
