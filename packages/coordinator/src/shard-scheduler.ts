@@ -39,6 +39,8 @@ export class ShardScheduler<Op> {
   private readonly admission: Waiter[] = [];
   private readonly idleWaiters: (() => void)[] = [];
   private pendingBytes = 0;
+  /** submit() calls not yet queued (waiting for admission). */
+  private entering = 0;
   private pumpScheduled = false;
   private grants = 0;
 
@@ -48,7 +50,9 @@ export class ShardScheduler<Op> {
 
   /** Queues `op` for `owner`; resolves when the batch holding it has been applied. */
   async submit(owner: string, op: Op, bytes: number): Promise<void> {
+    this.entering += 1;
     await this.admit(bytes);
+    this.entering -= 1;
     return new Promise<void>((resolve, reject) => {
       let queue = this.queues.get(owner);
       if (!queue) {
@@ -73,7 +77,7 @@ export class ShardScheduler<Op> {
   }
 
   private isIdle(): boolean {
-    return this.queues.size === 0 && this.busy.size === 0;
+    return this.entering === 0 && this.queues.size === 0 && this.busy.size === 0;
   }
 
   private admit(bytes: number): Promise<void> {
