@@ -9,7 +9,7 @@ import path from "node:path";
 import { test } from "node:test";
 import { H5NestedStore } from "h5nest";
 import * as zarr from "zarrita";
-import { cOrderBytes, collect, sha256, sumOf } from "./helpers/arrays.ts";
+import { cOrderBytes, collect, listFiles, sha256, sumOf } from "./helpers/arrays.ts";
 import { copyFixture, FIXTURE } from "./helpers/tmp.ts";
 
 interface Manifest {
@@ -30,7 +30,6 @@ async function openFixture(t: import("node:test").TestContext): Promise<{ dir: s
 
 test("the fixture copy holds exactly the files the manifest lists", async (t) => {
   const dir = await copyFixture(t);
-  const { listFiles } = await import("./helpers/arrays.ts");
   assert.deepEqual(await listFiles(dir), [...manifest.files].sort());
 });
 

@@ -1,0 +1,100 @@
+/** Command-line options of the benchmark runner. */
+
+export interface BenchArgs {
+  /** Interleaved rounds; every figure is the median over them. */
+  rounds: number;
+  /** Chunks in the main workload (a multiple of 256: one z-plane holds 256 chunks). */
+  chunks: number;
+  /** Print the results as JSON on stdout instead of the tables. */
+  json: boolean;
+  /** Run the 2 GiB region-write memory benchmark (and only it unless --with-main is given). */
+  memory: boolean;
+  /** With --memory: run the main benchmark too. */
+  withMain: boolean;
+  /** z-planes of the memory benchmark (1024 planes = 2 GiB). */
+  memoryPlanes: number;
+  /** With --memory: zarr.set calls (planes) kept in flight at once (1 = strictly plane by plane). */
+  memoryInflight: number;
+  /** Worker threads of h5nest (default: its own default, the available cores). */
+  workers: number | undefined;
+  /** In-flight writes/reads of the plain fs baseline. */
+  fsConcurrency: number;
+}
+
+const USAGE = `usage: npm run bench -- [options]
+  --rounds N           interleaved rounds, medians reported (default 5)
+  --chunks N           chunks of 8 KiB in the main workload, multiple of 256 (default 4096)
+  --json               print the results as JSON instead of tables
+  --memory             run the 2 GiB region-write memory benchmark (instead of the main one)
+  --with-main          with --memory: run the main benchmark as well
+  --memory-planes N    z-planes of 1024x1024 uint16 in the memory benchmark (default 1024 = 2 GiB)
+  --memory-inflight K  planes written concurrently in the memory benchmark (default 1)
+  --workers N          h5nest worker threads (default: h5nest's default, the available cores)
+  --fs-concurrency N   files in flight for the plain fs baseline (default 64)
+environment:
+  H5NEST_PY_STORE=DIR  checkout of CBI-PITT/zarr_stores: also measure the Python H5_Nested_Store`;
+
+function positiveInt(flag: string, text: string | undefined): number {
+  const value = Number(text);
+  if (text === undefined || !Number.isInteger(value) || value < 1) {
+    throw new Error(`${flag} needs a positive integer, got ${JSON.stringify(text)}\n${USAGE}`);
+  }
+  return value;
+}
+
+export function parseArgs(argv: string[]): BenchArgs {
+  const args: BenchArgs = {
+    rounds: 5,
+    chunks: 4096,
+    json: false,
+    memory: false,
+    withMain: false,
+    memoryPlanes: 1024,
+    memoryInflight: 1,
+    workers: undefined,
+    fsConcurrency: 64,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]!;
+    const [name, inline] = flag.includes("=") ? [flag.slice(0, flag.indexOf("=")), flag.slice(flag.indexOf("=") + 1)] : [flag, undefined];
+    const value = (): string | undefined => inline ?? argv[++i];
+    switch (name) {
+      case "--rounds":
+        args.rounds = positiveInt(name, value());
+        break;
+      case "--chunks":
+        args.chunks = positiveInt(name, value());
+        if (args.chunks % 256 !== 0) throw new Error(`--chunks must be a multiple of 256 (one z-plane), got ${args.chunks}`);
+        break;
+      case "--json":
+        args.json = true;
+        break;
+      case "--memory":
+        args.memory = true;
+        break;
+      case "--with-main":
+        args.withMain = true;
+        break;
+      case "--memory-planes":
+        args.memoryPlanes = positiveInt(name, value());
+        break;
+      case "--memory-inflight":
+        args.memoryInflight = positiveInt(name, value());
+        break;
+      case "--workers":
+        args.workers = positiveInt(name, value());
+        break;
+      case "--fs-concurrency":
+        args.fsConcurrency = positiveInt(name, value());
+        break;
+      case "--help":
+      case "-h":
+        console.log(USAGE);
+        process.exit(0);
+        break;
+      default:
+        throw new Error(`unknown option ${flag}\n${USAGE}`);
+    }
+  }
+  return args;
+}

@@ -1,0 +1,32 @@
+/** Medians and spreads over rounds, and per-round ratios between variants. */
+
+export interface Stat {
+  median: number;
+  min: number;
+  max: number;
+  /** One value per round (in round order), for the JSON output. */
+  values: number[];
+}
+
+export function stat(values: number[]): Stat | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return { median, min: sorted[0]!, max: sorted[sorted.length - 1]!, values };
+}
+
+/**
+ * Ratio a/b per round (only rounds where both ran), then their median and
+ * spread. Pairing by round cancels most of the machine's minute-to-minute
+ * drift, which a ratio of two medians would not.
+ */
+export function pairedRatio(a: (number | null)[], b: (number | null)[]): Stat | null {
+  const ratios: number[] = [];
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    const x = a[i];
+    const y = b[i];
+    if (x != null && y != null && y > 0) ratios.push(x / y);
+  }
+  return stat(ratios);
+}
