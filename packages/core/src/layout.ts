@@ -62,10 +62,10 @@ export function keySegments(key: string, ext: string): string[] {
     if (segment === "." || segment === "..") {
       throw new InvalidKeyError(key, `the key has a '${segment}' segment`);
     }
+    // A file or folder with such a name would take the place of a shard or a temporary file.
+    if (isTempName(segment)) throw new InvalidKeyError(key, "names ending in .<hex>.partial are temporary files");
+    if (segment.endsWith(ext)) throw new InvalidKeyError(key, `names ending in ${ext} are shard files`);
   }
-  const last = segments[segments.length - 1]!;
-  if (isTempName(last)) throw new InvalidKeyError(key, "names ending in .<hex>.partial are temporary files");
-  if (last.endsWith(ext)) throw new InvalidKeyError(key, `names ending in ${ext} are shard files`);
   return segments;
 }
 
@@ -155,8 +155,9 @@ export function canWriteToShard(location: Location, array: ArrayInfo | null, dep
   if (location.shard.placement !== "inside" || !array.nested) return false;
   const segments = location.key.split("/");
   if (segments.some((s) => s.includes("."))) return false;
-  const prefixLength = array.prefix === "" ? 0 : array.prefix.split("/").length;
-  const tail = segments.slice(prefixLength);
+  const prefix = array.prefix === "" ? [] : array.prefix.split("/");
+  if (!prefix.every((segment, i) => segments[i] === segment)) return false;
+  const tail = segments.slice(prefix.length);
   const lead = array.chunkKeyPrefix.length;
   if (tail.length !== lead + array.ndim) return false;
   if (!array.chunkKeyPrefix.every((s, i) => tail[i] === s)) return false;

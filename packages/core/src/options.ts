@@ -57,9 +57,13 @@ export function resolveOptions(options: unknown): ResolvedOptions {
   if (typeof ext !== "string" || ext === "" || ext === "." || /[/\\\0]/.test(ext)) {
     throw new InvalidOptionError("containerExt", `must be a non-empty file extension, got ${JSON.stringify(ext)}`);
   }
+  const extension = normalizeExt(ext);
+  for (const name of [".zarray", ".zgroup", ".zattrs", ".zmetadata", "zarr.json"]) {
+    if (name.endsWith(extension)) throw new InvalidOptionError("containerExt", `${extension} would make ${name} a shard file`);
+  }
   return {
     consolidateDepth: integerAtLeast("consolidateDepth", pick("consolidateDepth"), 2),
-    containerExt: normalizeExt(ext),
+    containerExt: extension,
     writeDirect: boolean("writeDirect", pick("writeDirect")),
     fsync: boolean("fsync", pick("fsync")),
     workers: integerAtLeast("workers", pick("workers"), 1),

@@ -165,7 +165,7 @@ export class H5NestedStore {
   }
 
   private emptyRequest(owner: string, grant: number): CommitRequest {
-    return { shardPath: owner, target: "raw", puts: [], deletes: [], fold: [], rawFolder: null, fsync: this.options.fsync, lease: grant };
+    return { shardPath: owner, target: "raw", puts: [], deletes: [], fold: [], rawFolder: null, fsync: this.options.fsync, verifyShard: false, lease: grant };
   }
 
   private async shardWritable(location: Location): Promise<boolean> {
@@ -181,7 +181,7 @@ export class H5NestedStore {
     const waiting = this.rawBytesWaiting.get(shardPath) ?? 0;
     const rewrite = !stat || fold || request.deletes.length > 0 || incoming + waiting >= FOLD_RATIO * stat.size;
     if (!rewrite) {
-      await this.pool.commit({ ...request, target: "raw", rawFolder });
+      await this.pool.commit({ ...request, target: "raw", rawFolder, verifyShard: true });
       this.rawBytesWaiting.set(shardPath, waiting + incoming);
       return;
     }

@@ -21,6 +21,7 @@ import {
   writeFileAtomic,
 } from "./files.js";
 import { ShardBuilder, ShardFile } from "./hdf5.js";
+import { openShardCached } from "./read.js";
 
 export interface ChunkPut {
   dataset: string;
@@ -46,6 +47,11 @@ export interface CommitRequest {
   /** The folder holding this shard's raw chunk files: emptied folders below it are removed. */
   rawFolder: string | null;
   fsync: boolean;
+  /**
+   * For target "raw" beside an existing shard: first check that the shard
+   * opens, so that a write is never accepted for a shard that can't be folded.
+   */
+  verifyShard: boolean;
   /** Grant number from the coordinator, for the ownership trace. */
   lease: number;
 }
@@ -67,6 +73,7 @@ export function commit(request: CommitRequest): CommitResult {
 }
 
 function commitRaw(request: CommitRequest): CommitResult {
+  if (request.verifyShard) openShardCached(request.shardPath);
   let rawBytes = 0;
   for (const put of request.puts) {
     writeFileAtomic(put.rawPath, put.bytes, request.fsync);

@@ -27,9 +27,14 @@ function hdf5(): H5Module {
   return module;
 }
 
+/** The innermost HDF5 message ("file signature not found", "truncated file: eof = ..."). */
 function describe(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
-  return text.split("\n").find((line) => line.trim().length > 0)?.trim() ?? "HDF5 error";
+  const lines = text.split("\n").map((line) => line.trim()).filter(Boolean);
+  const stack = lines.filter((line) => /^#\d+:/.test(line));
+  const last = stack.at(-1);
+  if (last) return last.replace(/^#\d+:.*?\(\):\s*/, "");
+  return lines.at(-1) ?? "HDF5 error";
 }
 
 /** A reusable scratch buffer inside the WebAssembly heap. */

@@ -50,7 +50,7 @@ export function readChunks(items: ReadItem[]): ReadOutcome[] {
   for (const [shardPath, indexes] of byShard) {
     let shard: ShardFile | null;
     try {
-      shard = openCached(shardPath);
+      shard = openShardCached(shardPath);
     } catch (error) {
       for (const index of indexes) outcomes[index] = toWire(error);
       continue;
@@ -69,10 +69,11 @@ export function readChunks(items: ReadItem[]): ReadOutcome[] {
 
 /** Dataset names of one shard (throws CorruptShardError). Empty when the shard is gone. */
 export function listShard(shardPath: string): string[] {
-  return openCached(shardPath)?.datasets() ?? [];
+  return openShardCached(shardPath)?.datasets() ?? [];
 }
 
-function openCached(shardPath: string): ShardFile | null {
+/** The shard at `shardPath` through this thread's handle cache; null when there is no file. */
+export function openShardCached(shardPath: string): ShardFile | null {
   const stat = statOrNull(shardPath);
   const cached = handles.get(shardPath);
   if (!stat) {
