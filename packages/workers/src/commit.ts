@@ -21,7 +21,7 @@ import {
   writeFileAtomic,
 } from "./files.js";
 import { ShardBuilder, ShardFile } from "./hdf5.js";
-import { openShardCached } from "./read.js";
+import { evictShard, openShardCached } from "./read.js";
 
 export interface ChunkPut {
   dataset: string;
@@ -92,6 +92,7 @@ function commitShard(request: CommitRequest): CommitResult {
   for (const put of request.puts) replaced.add(put.dataset);
   for (const ref of request.deletes) replaced.add(ref.dataset);
 
+  evictShard(shardPath); // a cached handle would share (possibly stale) HDF5 state with this open
   const existing = statOrNull(shardPath) ? ShardFile.open(shardPath) : null;
   const partial = partialName(shardPath);
   const absorbed: { rawPath: string; identity: FileIdentity }[] = [];

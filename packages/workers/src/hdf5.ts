@@ -65,7 +65,7 @@ class HeapBuffer {
 
 const scratch = new HeapBuffer();
 
-/** An open shard, read only. Files are immutable once renamed, so handles can be cached. */
+/** An open shard, read only. Cached by file identity (read.ts): commits replace shards by rename, and an in-place edit (h5py) changes size or mtime. */
 export class ShardFile {
   private readonly fileId: bigint;
   private readonly names: Set<string>;

@@ -106,6 +106,16 @@ export function openShardCached(shardPath: string): ShardFile | null {
   return file;
 }
 
+/**
+ * Closes this thread's cached handle on `shardPath`, if any. HDF5 shares one
+ * state between all opens of a file in a thread, so a commit must drop the
+ * cached handle before and after it reads the file it replaces.
+ */
+export function evictShard(shardPath: string): void {
+  const cached = handles.get(shardPath);
+  if (cached) forget(shardPath, cached);
+}
+
 function forget(shardPath: string, cached: CachedShard): void {
   handles.delete(shardPath);
   cached.file.close();
