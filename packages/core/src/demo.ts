@@ -1,76 +1,79 @@
 /**
- * `npm start`: writes a small 5-D array through zarrita into HDF5 shards,
- * shows the files, reads it back and checks every value.
- * Usage: node dist/demo.js [folder]   (default: a temp folder, removed at the end)
+ * `h5nest demo` (npm start): builds a small NestedDirectoryStore (one file per
+ * chunk) through zarrita, shows `info`, consolidates it in place with the
+ * progress bar, verifies every shard and checks every value read back.
  */
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import * as zarr from "zarrita";
-import { createV2Array, H5NestedStore } from "./index.js";
+import { createConsolidateView, printInfo } from "./cli-output.js";
+import { H5NestedStore } from "./store.js";
+import { createV2Array } from "./v2.js";
 
-const shape = [1, 2, 8, 256, 256];
-const chunks = [1, 1, 1, 64, 64];
+const arrays = [
+  { path: "raw/img", shape: [1, 2, 16, 512, 512], chunks: [1, 1, 1, 64, 64], dtype: "<u2" },
+  { path: "raw/vol", shape: [8, 128, 128], chunks: [1, 64, 64], dtype: "<u2" },
+  { path: "labels/mask", shape: [256, 256], chunks: [64, 64], dtype: "<u2" },
+];
 
-async function main(): Promise<void> {
-  const given = process.argv[2];
-  const root = given ? path.resolve(given) : await fs.mkdtemp(path.join(os.tmpdir(), "h5nest-demo-"));
-  const store = path.join(root, "demo.zarr");
-  try {
-    const data = new Uint16Array(shape.reduce((a, b) => a * b, 1));
-    for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 16)) & 0xffff;
-
-    let started = performance.now();
-    const writer = await H5NestedStore.open(store);
-    const array = await createV2Array(writer, "raw/img", { shape, chunks, dtype: "<u2", compressor: null });
-    await zarr.set(array, null, { data, shape, stride: strides(shape) });
-    await writer.close();
-    const chunkCount = shape.reduce((n, s, i) => n * Math.ceil(s / chunks[i]!), 1);
-    console.log(`wrote ${chunkCount} chunks of ${shape.join("x")} uint16 in ${ms(started)} through zarrita into ${store}`);
-
-    const files = await listFiles(store);
-    const shards = files.filter((f) => f.name.endsWith(".h5"));
-    console.log(`\n${shards.length} shard files (one per z-plane), ${files.length - shards.length} metadata files:`);
-    for (const f of files) console.log(`  ${f.name.padEnd(28)} ${String(f.size).padStart(9)} bytes`);
-
-    started = performance.now();
-    const reader = await H5NestedStore.open(store);
-    try {
-      const back = await zarr.get(await zarr.open.v2(zarr.root(reader).resolve("raw/img"), { kind: "array" }), null);
-      const values = back.data as Uint16Array;
-      const same = values.length === data.length && values.every((v, i) => v === data[i]);
-      console.log(`\nread back ${values.length} values in ${ms(started)}: ${same ? "every value matches" : "MISMATCH"}`);
-      if (!same) process.exitCode = 1;
-    } finally {
-      await reader.close();
-    }
-    if (given) {
-      const shard = path.join(store, "raw/img/0/0/0.h5");
-      console.log(`\nPython reads it too: h5py.File("${shard}")["0.0"][()].tobytes() is chunk raw/img/0/0/0/0/0`);
-    } else {
-      console.log("\n(the temp folder is removed; `npm start -- <folder>` keeps the store there)");
-    }
-  } finally {
-    if (!given) await fs.rm(root, { recursive: true, force: true });
-  }
+function values(count: number, seed: number): Uint16Array {
+  const data = new Uint16Array(count);
+  for (let i = 0; i < count; i++) data[i] = (i * 7 + seed * 101 + (i >> 12)) & 0xffff;
+  return data;
 }
 
 function strides(dims: number[]): number[] {
   return dims.map((_, i) => dims.slice(i + 1).reduce((a, b) => a * b, 1));
 }
 
-function ms(since: number): string {
-  return `${Math.round(performance.now() - since)} ms`;
-}
+export async function runDemo(folder?: string): Promise<void> {
+  const root = folder ? path.resolve(folder) : await fs.mkdtemp(path.join(os.tmpdir(), "h5nest-demo-"));
+  const dir = path.join(root, "demo.zarr");
+  try {
+    console.log(`1. writing a NestedDirectoryStore (one file per chunk) through zarrita: ${dir}`);
+    const nested = await H5NestedStore.open(dir, { writeDirect: false });
+    for (const [i, spec] of arrays.entries()) {
+      const array = await createV2Array(nested, spec.path, { shape: spec.shape, chunks: spec.chunks, dtype: spec.dtype, compressor: null });
+      const count = spec.shape.reduce((a, b) => a * b, 1);
+      await zarr.set(array, null, { data: values(count, i), shape: spec.shape, stride: strides(spec.shape) });
+    }
+    await nested.close();
 
-async function listFiles(dir: string, prefix = ""): Promise<{ name: string; size: number }[]> {
-  const out: { name: string; size: number }[] = [];
-  for (const entry of (await fs.readdir(dir, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
-    const rel = prefix ? `${prefix}/${entry.name}` : entry.name;
-    if (entry.isDirectory()) out.push(...(await listFiles(path.join(dir, entry.name), rel)));
-    else out.push({ name: rel, size: (await fs.stat(path.join(dir, entry.name))).size });
+    const store = await H5NestedStore.open(dir);
+    try {
+      console.log("\n2. h5nest info");
+      printInfo(dir, await store.info());
+
+      console.log("\n3. h5nest consolidate");
+      const view = createConsolidateView(false);
+      if (view.wantsTotal) view.start(await store.consolidationSize());
+      const summary = await store.consolidate({ onProgress: (p) => view.shard(p) });
+      view.finish(summary);
+      if (summary.fatal || summary.errors.length) throw summary.fatal ?? new Error(summary.errors[0]!.message);
+
+      console.log("\n4. h5nest info");
+      printInfo(dir, await store.info());
+
+      console.log("\n5. h5nest verify");
+      const checked = await store.verify();
+      console.log(`checked ${checked.shards} shards, ${checked.datasets} chunks: ${checked.corrupt.length ? "CORRUPT" : "all readable"}`);
+
+      console.log("\n6. reading every array back through zarrita");
+      for (const [i, spec] of arrays.entries()) {
+        const array = await zarr.open.v2(zarr.root(store).resolve(spec.path), { kind: "array" });
+        const back = (await zarr.get(array, null)).data as Uint16Array;
+        const expected = values(back.length, i);
+        const same = back.every((v, j) => v === expected[j]);
+        console.log(`  ${spec.path.padEnd(12)} ${spec.shape.join("x").padEnd(18)} ${same ? "every value matches" : "MISMATCH"}`);
+        if (!same) process.exitCode = 1;
+      }
+    } finally {
+      await store.close();
+    }
+    if (folder) console.log(`\nthe store stays in ${dir}; Python reads it with H5_Nested_Store or h5py`);
+    else console.log("\n(the temp folder is removed; `npm start -- <folder>` keeps the store there)");
+  } finally {
+    if (!folder) await fs.rm(root, { recursive: true, force: true });
   }
-  return out;
 }
-
-await main();

@@ -1,6 +1,18 @@
 import "./codecs.js";
 export { H5NestedStore, FOLD_RATIO } from "./store.js";
 export type { H5NestedStoreOptions } from "./options.js";
+export type {
+  ArraySummary,
+  CompactOptions,
+  CompactSummary,
+  ConsolidateOptions,
+  ConsolidateProgress,
+  ConsolidateSummary,
+  ShardError,
+  StoreInfo,
+  VerifyOptions,
+  VerifySummary,
+} from "./maintenance.js";
 export { Layout, canWriteToShard, keySegments, isTempName, normalizeExt } from "./layout.js";
 export type { LayoutOptions, Location, ShardLocation, ShardPlacement, ArrayInfo } from "./layout.js";
 export { InvalidKeyError, InvalidOptionError, InvalidValueError, StoreClosedError } from "./errors.js";

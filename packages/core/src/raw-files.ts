@@ -1,7 +1,7 @@
 /** Raw chunk files in the main thread: reading metadata and listing a shard's raw folder. */
 import fs from "node:fs/promises";
 import path from "node:path";
-import type { Layout } from "./layout.js";
+import { isTempName, type Layout } from "./layout.js";
 
 export function isMissing(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | null)?.code;
@@ -33,11 +33,12 @@ export interface RawChunk {
 
 /**
  * The raw chunk files that belong to the shard whose raw folder is `folder`:
- * files exactly depth-1 levels down, with no '.' in any name. At most one
- * shard's worth of names.
+ * files exactly depth-1 levels down, with no '.' in any name; and the
+ * leftover temporary files among them. At most one shard's worth of names.
  */
-export async function listRawChunks(layout: Layout, folder: string): Promise<RawChunk[]> {
+export async function listRawChunks(layout: Layout, folder: string): Promise<{ chunks: RawChunk[]; partials: string[] }> {
   const found: RawChunk[] = [];
+  const partials: string[] = [];
   const visit = async (dir: string, segments: string[]): Promise<void> => {
     let entries: import("node:fs").Dirent[];
     try {
@@ -47,6 +48,7 @@ export async function listRawChunks(layout: Layout, folder: string): Promise<Raw
       throw error;
     }
     for (const entry of entries) {
+      if (isTempName(entry.name) && entry.isFile()) partials.push(path.join(dir, entry.name));
       if (entry.name.includes(".")) continue;
       const next = [...segments, entry.name];
       if (entry.isDirectory() && next.length < layout.depth - 1) await visit(path.join(dir, entry.name), next);
@@ -57,5 +59,5 @@ export async function listRawChunks(layout: Layout, folder: string): Promise<Raw
     }
   };
   await visit(folder, []);
-  return found;
+  return { chunks: found, partials };
 }

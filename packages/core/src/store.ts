@@ -6,13 +6,28 @@
  */
 import fs from "node:fs/promises";
 import { ShardScheduler } from "@h5nest/coordinator";
-import { ChunkTooLargeError, type CommitRequest, MAX_DATASET_BYTES, WorkerPool } from "@h5nest/workers";
+import { ChunkTooLargeError, type CommitRequest, type CommitResult, MAX_DATASET_BYTES, WorkerPool } from "@h5nest/workers";
 import { ArrayCatalog } from "./arrays.js";
 import { InvalidValueError, StoreClosedError } from "./errors.js";
 import { canWriteToShard, Layout, type Location } from "./layout.js";
 import { type H5NestedStoreOptions, type ResolvedOptions, resolveOptions } from "./options.js";
 import { listRawChunks, readFileOrUndefined, statOrNull } from "./raw-files.js";
 import { ReadBatcher } from "./read-batcher.js";
+import {
+  type CompactOptions,
+  type CompactSummary,
+  compact,
+  type ConsolidateOptions,
+  type ConsolidateSummary,
+  consolidate,
+  countConsolidation,
+  info,
+  type StoreInfo,
+  type StoreInternals,
+  type VerifyOptions,
+  type VerifySummary,
+  verify,
+} from "./maintenance.js";
 import { walkKeys } from "./walk.js";
 
 /**
@@ -24,13 +39,20 @@ import { walkKeys } from "./walk.js";
  */
 export const FOLD_RATIO = 0.5;
 
+type FoldMode = "none" | "if-raw" | "always";
+
 const METADATA_NAMES = new Set([".zarray", ".zgroup", ".zattrs", ".zmetadata", "zarr.json"]);
 
 type WriteOp =
   | { kind: "put"; location: Location; bytes: Uint8Array }
   | { kind: "delete"; location: Location }
-  /** Rewrite the shard with every raw chunk file waiting for it. */
-  | { kind: "fold"; shardPath: string };
+  /**
+   * Fold the raw chunk files waiting for this shard into it ("if-raw": only
+   * when there are some; "always": rewrite anyway, which compacts it).
+   */
+  | { kind: "fold"; mode: FoldMode; report?: (result: CommitResult) => void }
+  /** Delete a leftover temporary file of this owner. */
+  | { kind: "sweep"; file: string };
 
 export class H5NestedStore {
   readonly root: string;
@@ -104,10 +126,10 @@ export class H5NestedStore {
     if (location.kind === "meta" && isMetadata(location.key)) this.arrays.invalidate();
   }
 
-  /** Streams every key once: raw files and the datasets inside shards. */
-  keys(): AsyncGenerator<string> {
+  /** Streams every key once (optionally only those starting with `prefix`): raw files and shard datasets. */
+  keys(prefix = ""): AsyncGenerator<string> {
     this.assertOpen();
-    return walkKeys(this.layout, (shardPath) => this.pool.listShard(shardPath));
+    return walkKeys(this.layout, (shardPath) => this.pool.listShard(shardPath), prefix.replace(/^\//, ""));
   }
 
   /** Waits for every write, then folds raw files written for small updates into their shards. */
@@ -115,7 +137,7 @@ export class H5NestedStore {
     this.assertOpen();
     await this.scheduler.drain();
     const shards = [...this.rawBytesWaiting.keys()];
-    await Promise.all(shards.map((shardPath) => this.scheduler.submit(shardPath, { kind: "fold", shardPath }, 0)));
+    await Promise.all(shards.map((shardPath) => this.fold(shardPath, "if-raw")));
     await this.scheduler.drain();
   }
 
@@ -138,9 +160,14 @@ export class H5NestedStore {
   private async execute(owner: string, ops: WriteOp[], grant: number): Promise<void> {
     // Last write to a key wins, as if the batch had run one op at a time.
     const latest = new Map<string, Extract<WriteOp, { location: Location }>>();
-    let fold = false;
+    const reports: ((result: CommitResult) => void)[] = [];
+    let fold: FoldMode = "none";
+    const sweep: string[] = [];
     for (const op of ops) {
-      if (op.kind === "fold") fold = true;
+      if (op.kind === "fold") {
+        if (fold !== "always") fold = op.mode;
+        if (op.report) reports.push(op.report);
+      } else if (op.kind === "sweep") sweep.push(op.file);
       else {
         latest.delete(op.location.key);
         latest.set(op.location.key, op);
@@ -160,12 +187,20 @@ export class H5NestedStore {
         raw.puts.push({ ...ref, bytes: op.bytes });
       }
     }
-    if (raw.puts.length > 0 || raw.deletes.length > 0) await this.pool.commit(raw);
-    if (shard.puts.length > 0 || shard.deletes.length > 0 || fold) await this.commitShard(shard, fold);
+    if (fold !== "none" || shard.puts.length > 0 || shard.deletes.length > 0) {
+      // Sweeping goes with the shard commit, which also removes the raw folder's leftovers.
+      shard.sweep = sweep;
+      if (raw.puts.length > 0 || raw.deletes.length > 0) await this.pool.commit(raw);
+      const result = await this.commitShard(shard, fold);
+      for (const report of reports) report(result);
+    } else if (raw.puts.length > 0 || raw.deletes.length > 0 || sweep.length > 0) {
+      raw.sweep = sweep;
+      await this.pool.commit(raw);
+    }
   }
 
   private emptyRequest(owner: string, grant: number): CommitRequest {
-    return { shardPath: owner, target: "raw", puts: [], deletes: [], fold: [], rawFolder: null, fsync: this.options.fsync, verifyShard: false, lease: grant };
+    return { shardPath: owner, target: "raw", puts: [], deletes: [], fold: [], rawFolder: null, sweep: [], fsync: this.options.fsync, verifyShard: false, lease: grant };
   }
 
   private async shardWritable(location: Location): Promise<boolean> {
@@ -173,22 +208,93 @@ export class H5NestedStore {
   }
 
   /** Rewrites the shard, or for a small update of a big shard writes raw files (see FOLD_RATIO). */
-  private async commitShard(request: CommitRequest, fold: boolean): Promise<void> {
+  private async commitShard(request: CommitRequest, fold: FoldMode): Promise<CommitResult> {
     const shardPath = request.shardPath;
     const rawFolder = this.layout.rawFolderOf(shardPath);
     const stat = await statOrNull(shardPath);
     const incoming = request.puts.reduce((sum, put) => sum + put.bytes.byteLength, 0);
     const waiting = this.rawBytesWaiting.get(shardPath) ?? 0;
-    const rewrite = !stat || fold || request.deletes.length > 0 || incoming + waiting >= FOLD_RATIO * stat.size;
-    if (!rewrite) {
-      await this.pool.commit({ ...request, target: "raw", rawFolder, verifyShard: true });
+    const changes = request.puts.length > 0 || request.deletes.length > 0;
+    if (stat && fold === "none" && request.deletes.length === 0 && incoming + waiting < FOLD_RATIO * stat.size) {
+      const result = await this.pool.commit({ ...request, target: "raw", rawFolder, verifyShard: true });
       this.rawBytesWaiting.set(shardPath, waiting + incoming);
-      return;
+      return result;
     }
     const folderStat = await statOrNull(rawFolder);
-    const foldable = folderStat?.isDirectory() ? await listRawChunks(this.layout, rawFolder) : [];
-    await this.pool.commit({ ...request, target: "shard", fold: foldable, rawFolder });
+    const { chunks, partials } = folderStat?.isDirectory() ? await listRawChunks(this.layout, rawFolder) : { chunks: [], partials: [] };
+    const sweep = [...request.sweep, ...partials];
     this.rawBytesWaiting.delete(shardPath);
+    if (!changes && chunks.length === 0 && fold !== "always") {
+      // Nothing to fold: only leftovers to sweep.
+      return this.pool.commit({ ...request, target: "raw", sweep, rawFolder });
+    }
+    return this.pool.commit({ ...request, target: "shard", fold: chunks, sweep, rawFolder });
+  }
+
+  /** Folds (or with "always" rewrites) one shard as its owner. */
+  private fold(shardPath: string, mode: FoldMode): Promise<CommitResult> {
+    return new Promise((resolve, reject) => {
+      let result: CommitResult | undefined;
+      const report = (r: CommitResult) => void (result = r);
+      this.scheduler.submit(shardPath, { kind: "fold", mode, report }, 0).then(() => resolve(result!), reject);
+    });
+  }
+
+  /** The store's parts that maintenance jobs use. */
+  private internals(): StoreInternals {
+    return {
+      layout: this.layout,
+      arrays: this.arrays,
+      concurrency: this.options.workers,
+      fold: (shardPath) => this.fold(shardPath, "if-raw"),
+      rewrite: (shardPath) => this.fold(shardPath, "always"),
+      sweep: (file) => this.scheduler.submit(this.ownerOfTemp(file), { kind: "sweep", file }, 0),
+      inspect: (shardPath, readData) => this.pool.inspectShard(shardPath, readData),
+    };
+  }
+
+  /** A temporary file belongs to the owner of the file it was meant to become. */
+  private ownerOfTemp(file: string): string {
+    const final = file.replace(/\.[0-9a-f]{32}\.partial$/, "");
+    if (final.endsWith(this.layout.ext)) return final;
+    try {
+      return ownerOf(this.layout.locate(this.layout.keyOfFile(final)));
+    } catch {
+      return final;
+    }
+  }
+
+  /**
+   * Moves every raw chunk file into its shard, array by array, shard by
+   * shard, streaming the tree. Reads return the same bytes at every instant.
+   */
+  async consolidate(options?: ConsolidateOptions): Promise<ConsolidateSummary> {
+    this.assertOpen();
+    return consolidate(this.internals(), options);
+  }
+
+  /** Counts what consolidate() would move (for progress bars). */
+  async consolidationSize(signal?: AbortSignal): Promise<{ chunks: number; bytes: number }> {
+    this.assertOpen();
+    return countConsolidation(this.internals(), signal);
+  }
+
+  /** Rewrites shards whose dead space is at least `minWaste` of their size. */
+  async compact(options?: CompactOptions): Promise<CompactSummary> {
+    this.assertOpen();
+    return compact(this.internals(), options);
+  }
+
+  /** Opens every shard and reads every dataset. */
+  async verify(options?: VerifyOptions): Promise<VerifySummary> {
+    this.assertOpen();
+    return verify(this.internals(), options);
+  }
+
+  /** Arrays, raw chunk files, shards, stored and reclaimable bytes. */
+  async info(options?: { signal?: AbortSignal }): Promise<StoreInfo> {
+    this.assertOpen();
+    return info(this.internals(), options);
   }
 }
 

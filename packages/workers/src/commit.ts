@@ -44,6 +44,8 @@ export interface CommitRequest {
   deletes: ChunkRef[];
   /** Raw chunk files of this shard to absorb into it (target "shard" only). */
   fold: ChunkRef[];
+  /** Leftover `.partial` files of this owner to delete (it owns them, so none is in use). */
+  sweep: string[];
   /** The folder holding this shard's raw chunk files: emptied folders below it are removed. */
   rawFolder: string | null;
   fsync: boolean;
@@ -66,6 +68,10 @@ export interface CommitResult {
   rawBytes: number;
   /** Raw files absorbed into the shard and removed. */
   folded: number;
+  /** Bytes of those raw files. */
+  foldedBytes: number;
+  /** Stale temporary files removed. */
+  swept: number;
 }
 
 export function commit(request: CommitRequest): CommitResult {
@@ -80,10 +86,10 @@ function commitRaw(request: CommitRequest): CommitResult {
     rawBytes += put.bytes.byteLength;
   }
   for (const ref of request.deletes) removeFile(ref.rawPath);
-  if (request.rawFolder && request.deletes.length > 0) {
-    removeEmptyFolders(request.deletes.map((d) => d.rawPath), request.rawFolder);
-  }
-  return { target: "raw", datasets: 0, shardBytes: 0, rawBytes, folded: 0 };
+  for (const file of request.sweep) removeFile(file);
+  const removed = [...request.deletes.map((d) => d.rawPath), ...request.sweep];
+  if (request.rawFolder && removed.length > 0) removeEmptyFolders(removed, request.rawFolder);
+  return { target: "raw", datasets: 0, shardBytes: 0, rawBytes, folded: 0, foldedBytes: 0, swept: request.sweep.length };
 }
 
 function commitShard(request: CommitRequest): CommitResult {
@@ -96,6 +102,7 @@ function commitShard(request: CommitRequest): CommitResult {
   const existing = statOrNull(shardPath) ? ShardFile.open(shardPath) : null;
   const partial = partialName(shardPath);
   const absorbed: { rawPath: string; identity: FileIdentity }[] = [];
+  let foldedBytes = 0;
   let builder: ShardBuilder | undefined;
   try {
     try {
@@ -115,6 +122,7 @@ function commitShard(request: CommitRequest): CommitResult {
       // Absorbed raw files are removed after the rename, even when a newer
       // put replaced their dataset: otherwise they would shadow it.
       absorbed.push({ rawPath: ref.rawPath, identity: raw.identity });
+      foldedBytes += raw.bytes.byteLength;
       if (replaced.has(ref.dataset) || written.has(ref.dataset)) continue;
       builder.add(ref.dataset, raw.bytes);
       written.add(ref.dataset);
@@ -154,9 +162,9 @@ function commitShard(request: CommitRequest): CommitResult {
       removed.push(rawPath);
     }
   }
-  for (const ref of request.deletes) {
-    removeFile(ref.rawPath);
-    removed.push(ref.rawPath);
+  for (const file of [...request.deletes.map((d) => d.rawPath), ...request.sweep]) {
+    removeFile(file);
+    removed.push(file);
   }
   if (request.rawFolder && removed.length > 0) removeEmptyFolders(removed, request.rawFolder);
 
@@ -167,6 +175,8 @@ function commitShard(request: CommitRequest): CommitResult {
     shardBytes: count === 0 ? 0 : fs.statSync(shardPath).size,
     rawBytes: 0,
     folded: absorbed.length,
+    foldedBytes,
+    swept: request.sweep.length,
   };
 }
 

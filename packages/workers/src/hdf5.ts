@@ -105,6 +105,20 @@ export class ShardFile {
     return this.names.has(dataset);
   }
 
+  /** Byte length of `dataset` from its metadata (no data read); undefined when absent. */
+  byteLength(dataset: string): number | undefined {
+    if (!this.names.has(dataset)) return undefined;
+    let metadata: Metadata;
+    try {
+      metadata = hdf5().get_dataset_metadata(this.fileId, `/${dataset}`);
+    } catch (error) {
+      throw new CorruptShardError(this.path, `dataset ${dataset}: ${describe(error)}`);
+    }
+    const bytes = byteLength(metadata);
+    if (bytes === null) throw new CorruptShardError(this.path, `dataset ${dataset} is neither OPAQUE nor 1-D uint8`);
+    return bytes;
+  }
+
   /**
    * The stored bytes of `dataset` (an OPAQUE scalar or a 1-D uint8 dataset),
    * or undefined when the shard has no such dataset.

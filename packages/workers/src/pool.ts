@@ -2,7 +2,7 @@
 import { Piscina } from "piscina";
 import type { CommitRequest, CommitResult } from "./commit.js";
 import { fromWire, type WireError } from "./errors.js";
-import type { ReadItem } from "./read.js";
+import type { ReadItem, ShardReport } from "./read.js";
 import type { TaskResult } from "./worker.js";
 
 export interface WorkerPoolOptions {
@@ -56,6 +56,11 @@ export class WorkerPool {
   /** Dataset names of a shard; empty when the file does not exist. */
   async listShard(shardPath: string): Promise<string[]> {
     return unwrap((await this.piscina.run(shardPath, { name: "listTask" })) as TaskResult<string[]>);
+  }
+
+  /** Measures a shard (dataset count, live bytes); with `readData` reads every dataset in full. */
+  async inspectShard(shardPath: string, readData: boolean): Promise<ShardReport> {
+    return unwrap((await this.piscina.run({ shardPath, readData }, { name: "inspectTask" })) as TaskResult<ShardReport>);
   }
 
   async close(): Promise<void> {

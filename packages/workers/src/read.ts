@@ -67,6 +67,28 @@ export function readChunks(items: ReadItem[]): ReadOutcome[] {
   return outcomes;
 }
 
+export interface ShardReport {
+  file: string;
+  fileBytes: number;
+  datasets: number;
+  /** Sum of the datasets' byte lengths. */
+  liveBytes: number;
+}
+
+/**
+ * Opens a shard and measures it. With `readData`, every dataset is read in
+ * full (and dropped), which is how `verify` finds damage that an open misses.
+ */
+export function inspectShard(shardPath: string, readData: boolean): ShardReport {
+  const stat = statOrNull(shardPath);
+  const shard = openShardCached(shardPath);
+  if (!stat || !shard) throw new CorruptShardError(shardPath, "the file disappeared");
+  let liveBytes = 0;
+  const names = shard.datasets();
+  for (const name of names) liveBytes += (readData ? shard.read(name)?.byteLength : shard.byteLength(name)) ?? 0;
+  return { file: shardPath, fileBytes: stat.size, datasets: names.length, liveBytes };
+}
+
 /** Dataset names of one shard (throws CorruptShardError). Empty when the shard is gone. */
 export function listShard(shardPath: string): string[] {
   return openShardCached(shardPath)?.datasets() ?? [];

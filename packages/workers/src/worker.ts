@@ -8,7 +8,7 @@ import { threadId } from "node:worker_threads";
 import { commit, type CommitRequest, type CommitResult } from "./commit.js";
 import { toWire, type WireError } from "./errors.js";
 import { initHdf5 } from "./hdf5.js";
-import { listShard, type ReadItem, type ReadOutcome, readChunks } from "./read.js";
+import { inspectShard, listShard, type ReadItem, type ReadOutcome, readChunks, type ShardReport } from "./read.js";
 
 await initHdf5();
 
@@ -42,4 +42,8 @@ export function readTask(items: ReadItem[]): ReadOutcome[] {
 
 export function listTask(shardPath: string): TaskResult<string[]> {
   return attempt(() => listShard(shardPath));
+}
+
+export function inspectTask(request: { shardPath: string; readData: boolean }): TaskResult<ShardReport> {
+  return attempt(() => inspectShard(request.shardPath, request.readData));
 }
