@@ -11,7 +11,8 @@ import { promisify } from "node:util";
 import type { Variant } from "./variants.js";
 
 const run = promisify(execFile);
-export const PYTHON = "/usr/bin/python3";
+/** Debian's interpreter (zarr 2.13); H5NEST_BENCH_PYTHON overrides it. */
+export const PYTHON = process.env.H5NEST_BENCH_PYTHON || "/usr/bin/python3";
 const SCRIPT = path.join(import.meta.dirname, "zarr_bench.py");
 
 interface PythonResult {

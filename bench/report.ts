@@ -18,6 +18,7 @@ export interface VariantSummary {
   writeMBps: Stat | null;
   readChunksPerSec: Stat | null;
   readMBps: Stat | null;
+  warmReadChunksPerSec: Stat | null;
   openMs: Stat | null;
   closeMs: Stat | null;
   /** Node process (or, for Python variants, Python process) peak RSS per round. */
@@ -41,6 +42,8 @@ export interface MainReport {
   ratios: RatioSummary[];
 }
 
+type Metric = "write" | "read" | "warm";
+
 /** Per variant, one entry per round: the run, or the error message. */
 export type Rounds = Map<string, (VariantRun | string)[]>;
 
@@ -57,12 +60,13 @@ function present(values: (number | null)[]): number[] {
 }
 
 export function summarize(variants: Variant[], rounds: Rounds, w: Workload, h5StoreMeasured: boolean, config: Record<string, unknown>, notices: string[]): MainReport {
-  const rates = new Map<string, { write: (number | null)[]; read: (number | null)[] }>();
+  const rates = new Map<string, Record<Metric, (number | null)[]>>();
   const summaries = variants.map((v): VariantSummary => {
     const list = rounds.get(v.id) ?? [];
     const write = perRound(list, (r) => w.chunkCount / (r.writeMs / 1000));
     const read = perRound(list, (r) => w.chunkCount / (r.readMs / 1000));
-    rates.set(v.id, { write, read });
+    const warm = perRound(list, (r) => (r.warmReadMs ? w.chunkCount / (r.warmReadMs / 1000) : undefined));
+    rates.set(v.id, { write, read, warm });
     const mb = (chunksPerSec: number[]): number[] => chunksPerSec.map((c) => (c * w.chunkBytes) / 1e6);
     const python = list.some((r) => typeof r !== "string" && r.childMaxRssBytes != null);
     const peak = present(perRound(list, (r) => r.childMaxRssBytes ?? r.rss?.peakBytes));
@@ -77,6 +81,7 @@ export function summarize(variants: Variant[], rounds: Rounds, w: Workload, h5St
       writeMBps: stat(mb(present(write))),
       readChunksPerSec: stat(present(read)),
       readMBps: stat(mb(present(read))),
+      warmReadChunksPerSec: stat(present(warm)),
       openMs: stat(present(perRound(list, (r) => r.openMs))),
       closeMs: stat(present(perRound(list, (r) => r.closeMs))),
       peakRssBytes: stat(peak),
@@ -86,17 +91,18 @@ export function summarize(variants: Variant[], rounds: Rounds, w: Workload, h5St
   });
 
   const ratios: RatioSummary[] = [];
-  const measured = (label: string, a: string, b: string, kind: "write" | "read"): void => {
+  const measured = (label: string, a: string, b: string, kind: Metric, kindB: Metric = kind): void => {
     const x = rates.get(a);
     const y = rates.get(b);
-    if (x && y) ratios.push({ label, basis: "measured", value: pairedRatio(x[kind], y[kind]) });
+    if (x && y) ratios.push({ label, basis: "measured", value: pairedRatio(x[kind], y[kindB]) });
   };
-  const reference = (label: string, a: string, kind: "write" | "read", figure: number): void => {
+  const reference = (label: string, a: string, kind: Metric, figure: number): void => {
     const x = rates.get(a);
     if (x) ratios.push({ label, basis: "reference", value: stat(present(x[kind]).map((v) => v / figure)) });
   };
   measured("h5nest writeDirect write / plain fs write", "h5nest-direct", "fs", "write");
   measured("h5nest writeDirect read  / plain fs read", "h5nest-direct", "fs", "read");
+  measured("h5nest writeDirect warm read / plain fs read", "h5nest-direct", "fs", "warm", "read");
   measured("h5nest raw-files  write / plain fs write", "h5nest-raw", "fs", "write");
   measured("h5nest raw-files  read  / plain fs read", "h5nest-raw", "fs", "read");
   measured("h5nest writeDirect write / Python NDS write", "h5nest-direct", "py-nds", "write");
@@ -125,6 +131,7 @@ export function renderMain(report: MainReport, w: Workload): string {
     `${c.rounds} interleaved rounds (variant order rotated each round); figures are medians over rounds; ` +
       `h5nest workers=${c.workers}; node ${c.node}; tmp ${c.tmpdir}; MB = 10^6 bytes`,
   );
+  out.push(String(c.code));
   for (const notice of report.notices) out.push(`*** NOTICE: ${notice} ***`);
   out.push("");
   const rows = report.variants.map((v) => [
@@ -133,6 +140,7 @@ export function renderMain(report: MainReport, w: Workload): string {
     num(v.writeMBps?.median),
     num(v.readChunksPerSec?.median),
     num(v.readMBps?.median),
+    num(v.warmReadChunksPerSec?.median),
     num(v.openMs?.median),
     num(v.closeMs?.median),
     v.peakRssBytes ? `${mib(v.peakRssBytes.max)}${v.rssOf === "python" ? " (py)" : ""}` : "-",
@@ -141,7 +149,7 @@ export function renderMain(report: MainReport, w: Workload): string {
   ]);
   out.push(
     formatTable(
-      ["variant", "write chunks/s", "write MB/s", "read chunks/s", "read MB/s", "open ms", "close ms", "peak RSS MiB", "RSS growth MiB", "ok"],
+      ["variant", "write chunks/s", "write MB/s", "read chunks/s", "read MB/s", "warm read chunks/s", "open ms", "close ms", "peak RSS MiB", "RSS growth MiB", "ok"],
       rows,
     ),
   );
@@ -149,11 +157,12 @@ export function renderMain(report: MainReport, w: Workload): string {
   out.push("spread over rounds (min..max)");
   out.push(
     formatTable(
-      ["variant", "write chunks/s", "read chunks/s", "peak RSS MiB"],
+      ["variant", "write chunks/s", "read chunks/s", "warm read chunks/s", "peak RSS MiB"],
       report.variants.map((v) => [
         v.label,
         range(v.writeChunksPerSec?.min, v.writeChunksPerSec?.max),
         range(v.readChunksPerSec?.min, v.readChunksPerSec?.max),
+        range(v.warmReadChunksPerSec?.min, v.warmReadChunksPerSec?.max),
         range(v.peakRssBytes?.min, v.peakRssBytes?.max, (b) => mib(b)),
       ]),
     ),
@@ -174,7 +183,8 @@ export function renderMain(report: MainReport, w: Workload): string {
   out.push("");
   out.push("what is timed:");
   for (const v of report.variants) out.push(`  ${v.label}: write = ${v.writeTimed}; read = ${v.readTimed}`);
-  out.push("  open ms: h5nest = H5NestedStore.open + createV2Array (not in write); Python = store + zarr.open_array (not in write)");
+  out.push("  open ms: h5nest = H5NestedStore.open + createV2Array (not in write; includes the worker threads' h5wasm start,");
+  out.push("           since writing .zgroup/.zarray waits for a worker); Python = store + zarr.open_array (not in write)");
   out.push("  close ms: h5nest store.close() (flush + worker shutdown), included in write");
   out.push("  peak RSS: max over rounds of this Node process (threads included; 20 ms samples and VmHWM reset per variant);");
   out.push("            (py) = ru_maxrss of the Python process. RSS growth = peak minus RSS at the variant's start (median).");

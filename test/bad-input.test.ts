@@ -222,7 +222,7 @@ const BAD_OPTIONS: OptionCase[] = [
   { options: { containerExt: "h\\5" }, option: "containerExt" },
   { options: { containerExt: "h5\0" }, option: "containerExt" },
   { options: { containerExt: 5 }, option: "containerExt" },
-  { options: { workers: 0 }, option: "workers", message: "option workers: must be an integer of at least 1, got 0" },
+  { options: { workers: 0 }, option: "workers", message: "option workers: must be an integer from 1 to 64, got 0" },
   { options: { workers: 1.5 }, option: "workers" },
   { options: { workers: -1 }, option: "workers" },
   { options: { workers: "2" }, option: "workers" },
@@ -235,7 +235,7 @@ const BAD_OPTIONS: OptionCase[] = [
   {
     options: { bogus: 1 },
     option: "bogus",
-    message: "option bogus: unknown option (known: consolidateDepth, containerExt, writeDirect, fsync, workers, maxPendingBytes)",
+    message: "option bogus: unknown option (known: consolidateDepth, containerExt, writeDirect, fsync, workers, maxPendingBytes, distributedLock)",
   },
   { options: { consolidatedepth: 3 }, option: "consolidatedepth" },
   { options: { workers: 1, container_ext: ".h5" }, option: "container_ext" },
@@ -574,6 +574,9 @@ describe("(e) public API", () => {
       "InvalidValueError",
       "LIBVER_BOUNDS",
       "Layout",
+      "LeaseExpiredError",
+      "LeaseLostError",
+      "LockUnavailableError",
       "MAX_DATASET_BYTES",
       "StoreClosedError",
       "WriteFailedError",
@@ -595,6 +598,9 @@ describe("(e) public API", () => {
       [new api.CorruptShardError("/f", "d"), "CorruptShardError", "H5NEST_CORRUPT_SHARD"],
       [new api.ChunkTooLargeError("/f", 2, 1), "ChunkTooLargeError", "H5NEST_CHUNK_TOO_LARGE"],
       [new api.WriteFailedError("/f", "EIO", "d"), "WriteFailedError", "H5NEST_WRITE_FAILED"],
+      [new api.LeaseExpiredError("/f"), "LeaseExpiredError", "H5NEST_LEASE_EXPIRED"],
+      [new api.LeaseLostError("/f", "d"), "LeaseLostError", "H5NEST_LEASE_LOST"],
+      [new api.LockUnavailableError("/s", "d"), "LockUnavailableError", "H5NEST_LOCK_UNAVAILABLE"],
     ];
     for (const [error, name, code] of cases) {
       assert.ok(error instanceof Error, name);

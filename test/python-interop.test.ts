@@ -16,6 +16,7 @@ import { createV2Array, H5NestedStore } from "h5nest";
 import * as zarr from "zarrita";
 import { cOrderBytes, collect, listFiles, sha256, sumOf } from "./helpers/arrays.ts";
 import { fillArray, makeChunk, PY_VALUES } from "./helpers/data.ts";
+import { placement, PY_READ, type PyReadReport } from "./helpers/py-store.ts";
 import { h5dump, python, pythonJson, requirePython } from "./helpers/python.ts";
 import { tempDir } from "./helpers/tmp.ts";
 
@@ -55,107 +56,12 @@ for s in specs:
         z[...] = values(s['dtype'], s['shape'])
 `;
 
-/**
- * A read-only MutableMapping with H5_Nested_Store's read path: the raw file
- * first, then dataset '<last D-1 segments joined by .>' of the shard
- * '<the other segments>.h5' (FORMAT.md section 3), read as
- * f[name][()].tobytes(). Unlike H5_Nested_Store it lets HDF5 errors through
- * instead of turning them into missing chunks (fill values).
- */
-const PY_MINI_STORE = `
-import os
-from collections.abc import MutableMapping
-import h5py
-
-class MiniH5NestedStore(MutableMapping):
-    def __init__(self, root, depth=3, ext='.h5'):
-        self.root, self.depth, self.ext = root, depth, ext
-
-    def _locate(self, key):
-        parts = key.split('/')
-        kept = parts[:len(parts) - (self.depth - 1)]
-        archive = os.path.join(self.root, *kept) + self.ext
-        return os.path.join(self.root, *parts), archive, '.'.join(parts[len(kept):])
-
-    def __getitem__(self, key):
-        raw, archive, name = self._locate(key)
-        if os.path.isfile(raw):
-            with open(raw, 'rb') as f:
-                return f.read()
-        if os.path.isfile(archive):
-            with h5py.File(archive, 'r', libver='latest', locking=True) as f:
-                if name in f:
-                    return f[name][()].tobytes()
-        raise KeyError(key)
-
-    def __contains__(self, key):
-        try:
-            self[key]
-            return True
-        except KeyError:
-            return False
-
-    def __iter__(self):
-        for folder, _, files in os.walk(self.root):
-            for name in files:
-                yield os.path.relpath(os.path.join(folder, name), self.root).replace(os.sep, '/')
-
-    def __len__(self):
-        return sum(1 for _ in self)
-
-    def __setitem__(self, key, value):
-        raise PermissionError('read only')
-
-    def __delitem__(self, key):
-        raise PermissionError('read only')
-`;
-
-/** Reads v2 arrays with zarr through MiniH5NestedStore, and every dataset of every shard with h5py. */
-const PY_READ = `${PY_MINI_STORE}
-import sys, json, hashlib
-import numpy as np, zarr
-root, paths = sys.argv[1], json.loads(sys.argv[2])
-store = MiniH5NestedStore(root)
-arrays = {}
-for p in paths:
-    a = zarr.open_array(store, mode='r', path=p)[...]
-    arrays[p] = {'shape': list(a.shape), 'dtype': a.dtype.str,
-                 'sha256': hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest(),
-                 'sum': float(a.sum(dtype='f8'))}
-shards = {}
-for folder, _, files in os.walk(root):
-    for name in files:
-        if not name.endswith('.h5'):
-            continue
-        full = os.path.join(folder, name)
-        with h5py.File(full, 'r') as f:
-            datasets = {}
-            for dname in f:
-                data = f[dname][()].tobytes()
-                datasets[dname] = {'sha256': hashlib.sha256(data).hexdigest(), 'bytes': len(data),
-                                   'dtype': f[dname].dtype.str, 'shape': list(f[dname].shape)}
-            shards[os.path.relpath(full, root).replace(os.sep, '/')] = {
-                'superblock': f.id.get_create_plist().get_version()[0], 'datasets': datasets}
-print(json.dumps({'arrays': arrays, 'shards': shards}))
-`;
-
-interface PyReadReport {
-  arrays: Record<string, { shape: number[]; dtype: string; sha256: string; sum: number }>;
-  shards: Record<string, { superblock: number; datasets: Record<string, { sha256: string; bytes: number; dtype: string; shape: number[] }> }>;
-}
-
 /** Every chunk key of an array (v2 nested, or v3 default encoding with its "c" segment). */
 function chunkKeys(prefix: string, shape: number[], chunks: number[], v3 = false): string[] {
   const grid = shape.map((n, d) => Math.ceil(n / chunks[d]!));
   let keys = [v3 ? `${prefix}/c` : prefix];
   for (const n of grid) keys = keys.flatMap((k) => Array.from({ length: n }, (_, i) => `${k}/${i}`));
   return keys;
-}
-
-/** FORMAT.md section 3 with D = 3, computed independently of the library. */
-function placement(key: string): { shard: string; dataset: string } {
-  const segments = key.split("/");
-  return { shard: `${segments.slice(0, -2).join("/")}.h5`, dataset: segments.slice(-2).join(".") };
 }
 
 function isMetadataFile(file: string): boolean {

@@ -5,6 +5,7 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import { runDemo } from "./demo.js";
+import { InvalidOptionError } from "./errors.js";
 import { H5NestedStore } from "./store.js";
 import { createConsolidateView, formatBytes, printInfo } from "./cli-output.js";
 
@@ -33,7 +34,7 @@ function storeOptions(command: Command): Command {
   return command
     .addOption(new Option("--depth <n>", "consolidate depth D (the last D-1 chunk indices name the dataset)").argParser(positiveInteger).default(3))
     .option("--ext <ext>", "shard file extension", ".h5")
-    .addOption(new Option("--workers <n>", "worker threads (default: available cores)").argParser(positiveInteger))
+    .addOption(new Option("--workers <n>", "worker threads (default: available cores, at most 64)").argParser(positiveInteger))
     .option("--fsync", "fsync files and folders around every rename", false)
     .option("--json", "print JSON lines instead of text", false);
 }
@@ -173,4 +174,5 @@ try {
   await program.parseAsync();
 } catch (error) {
   fail(error instanceof Error ? error.message : String(error));
+  if (error instanceof InvalidOptionError) process.exitCode = 2;
 }

@@ -1,6 +1,6 @@
 import "./codecs.js";
 export { H5NestedStore, FOLD_RATIO } from "./store.js";
-export type { H5NestedStoreOptions } from "./options.js";
+export type { H5NestedStoreOptions, DistributedLockOptions } from "./options.js";
 export type {
   ArraySummary,
   CompactOptions,
@@ -16,5 +16,6 @@ export type {
 export { Layout, canWriteToShard, keySegments, isTempName, normalizeExt } from "./layout.js";
 export type { LayoutOptions, Location, ShardLocation, ShardPlacement, ArrayInfo } from "./layout.js";
 export { InvalidKeyError, InvalidOptionError, InvalidValueError, StoreClosedError } from "./errors.js";
-export { CorruptShardError, ChunkTooLargeError, WriteFailedError, LIBVER_BOUNDS, MAX_DATASET_BYTES } from "@h5nest/workers";
+export { CorruptShardError, ChunkTooLargeError, LeaseExpiredError, WriteFailedError, LIBVER_BOUNDS, MAX_DATASET_BYTES } from "@h5nest/workers";
+export { LeaseLostError, LockUnavailableError } from "@h5nest/coordinator";
 export { createV2Array, type V2ArrayOptions } from "./v2.js";

@@ -12,13 +12,26 @@ export interface H5NestedStoreOptions {
   writeDirect?: boolean;
   /** fsync files and folders around every rename so that writes survive power loss (default false). */
   fsync?: boolean;
-  /** Worker threads for HDF5 work (default: available cores). */
+  /** Worker threads for HDF5 work (default: available cores, at most 64). */
   workers?: number;
   /** Bytes of writes queued before set() waits (default 256 MiB). */
   maxPendingBytes?: number;
+  /**
+   * Several processes write the store: `true` shares shard leases through a
+   * local server (one machine); `{ redis: "redis://host:port" }` through Redis
+   * (many machines). `leaseMs` is the lease term (default 10000).
+   */
+  distributedLock?: boolean | DistributedLockOptions;
 }
 
-export type ResolvedOptions = Required<H5NestedStoreOptions>;
+export interface DistributedLockOptions {
+  redis?: string;
+  leaseMs?: number;
+}
+
+export type ResolvedOptions = Required<Omit<H5NestedStoreOptions, "distributedLock">> & {
+  distributedLock: { redis: string | null; leaseMs: number } | null;
+};
 
 const DEFAULTS: ResolvedOptions = {
   consolidateDepth: 3,
@@ -27,14 +40,37 @@ const DEFAULTS: ResolvedOptions = {
   fsync: false,
   workers: Math.max(1, os.availableParallelism()),
   maxPendingBytes: 256 * 1024 * 1024,
+  distributedLock: null,
 };
 
-function integerAtLeast(name: string, value: unknown, min: number): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min) {
-    throw new InvalidOptionError(name, `must be an integer of at least ${min}, got ${JSON.stringify(value)}`);
+function distributedLock(value: unknown): ResolvedOptions["distributedLock"] {
+  if (value === undefined || value === false || value === null) return null;
+  if (value === true) return { redis: null, leaseMs: 10_000 };
+  if (typeof value !== "object" || Array.isArray(value)) {
+    throw new InvalidOptionError("distributedLock", "must be true, false or { redis?, leaseMs? }");
+  }
+  const given = value as Record<string, unknown>;
+  for (const name of Object.keys(given)) {
+    if (name !== "redis" && name !== "leaseMs") throw new InvalidOptionError(`distributedLock.${name}`, "unknown option (known: redis, leaseMs)");
+  }
+  const redis = given.redis;
+  if (redis !== undefined && (typeof redis !== "string" || !/^rediss?:\/\//.test(redis))) {
+    throw new InvalidOptionError("distributedLock.redis", `must be a redis:// URL, got ${JSON.stringify(redis)}`);
+  }
+  const leaseMs = given.leaseMs === undefined ? 10_000 : integerAtLeast("distributedLock.leaseMs", given.leaseMs, 1000);
+  return { redis: (redis as string | undefined) ?? null, leaseMs };
+}
+
+function integerAtLeast(name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`;
+    throw new InvalidOptionError(name, `must be an integer ${range}, got ${JSON.stringify(value)}`);
   }
   return value;
 }
+
+/** Each worker thread loads its own HDF5 (tens of MiB): more than this is a mistake. */
+export const MAX_WORKERS = 64;
 
 function boolean(name: string, value: unknown): boolean {
   if (typeof value !== "boolean") throw new InvalidOptionError(name, `must be true or false, got ${JSON.stringify(value)}`);
@@ -66,7 +102,8 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     containerExt: extension,
     writeDirect: boolean("writeDirect", pick("writeDirect")),
     fsync: boolean("fsync", pick("fsync")),
-    workers: integerAtLeast("workers", pick("workers"), 1),
+    workers: integerAtLeast("workers", pick("workers"), 1, MAX_WORKERS),
     maxPendingBytes: integerAtLeast("maxPendingBytes", pick("maxPendingBytes"), 1),
+    distributedLock: distributedLock(given.distributedLock),
   };
 }

@@ -5,7 +5,7 @@
  * writes that wait for a shard into its next commit.
  */
 import fs from "node:fs/promises";
-import { ShardScheduler } from "@h5nest/coordinator";
+import { type Lease, type LeaseProvider, LocalLeaseProvider, RedisLeaseProvider, ShardScheduler } from "@h5nest/coordinator";
 import { ChunkTooLargeError, type CommitRequest, type CommitResult, MAX_DATASET_BYTES, WorkerPool } from "@h5nest/workers";
 import { ArrayCatalog } from "./arrays.js";
 import { InvalidValueError, StoreClosedError } from "./errors.js";
@@ -65,6 +65,8 @@ export class H5NestedStore {
   /** Bytes written as raw files for a shard since its last rewrite, by shard path. */
   private readonly rawBytesWaiting = new Map<string, number>();
   private closed = false;
+  /** Shard leases shared with other processes (distributedLock), or null. */
+  private leases: LeaseProvider | null = null;
 
   private constructor(root: string, options: ResolvedOptions) {
     this.options = Object.freeze(options);
@@ -87,7 +89,25 @@ export class H5NestedStore {
     await fs.mkdir(dir, { recursive: true });
     const stat = await fs.stat(dir);
     if (!stat.isDirectory()) throw new Error(`${dir} is not a folder`);
-    return new H5NestedStore(dir, resolved);
+    const store = new H5NestedStore(dir, resolved);
+    const lock = resolved.distributedLock;
+    try {
+      await store.pool.ready();
+    } catch (error) {
+      await store.pool.close();
+      throw error;
+    }
+    if (lock) {
+      try {
+        store.leases = lock.redis
+          ? await RedisLeaseProvider.open({ url: lock.redis, namespace: store.root, termMs: lock.leaseMs })
+          : await LocalLeaseProvider.open({ storeRoot: store.root, termMs: lock.leaseMs });
+      } catch (error) {
+        await store.pool.close();
+        throw error;
+      }
+    }
+    return store;
   }
 
   /** The bytes stored under `key`, or undefined. Raw file first, then the shard. */
@@ -104,7 +124,10 @@ export class H5NestedStore {
     });
   }
 
-  /** Stores `value` under `key`; resolves once it is in a renamed shard or raw file. */
+  /**
+   * Stores `value` under `key`; resolves once it is in a renamed shard or raw
+   * file. Like fs.writeFile, it does not copy: don't change `value` until then.
+   */
   async set(key: string, value: Uint8Array): Promise<void> {
     this.assertOpen();
     if (!(value instanceof Uint8Array)) throw new InvalidValueError(key);
@@ -112,9 +135,7 @@ export class H5NestedStore {
     if (location.kind === "chunk" && value.byteLength > MAX_DATASET_BYTES) {
       throw new ChunkTooLargeError(location.rawPath, value.byteLength, MAX_DATASET_BYTES);
     }
-    // Copy: the caller may reuse its buffer before the batch is written.
-    const bytes = value.slice();
-    await this.scheduler.submit(ownerOf(location), { kind: "put", location, bytes }, bytes.byteLength);
+    await this.scheduler.submit(ownerOf(location), { kind: "put", location, bytes: value }, value.byteLength);
     if (location.kind === "meta" && isMetadata(location.key)) this.arrays.invalidate();
   }
 
@@ -141,7 +162,7 @@ export class H5NestedStore {
     await this.scheduler.drain();
   }
 
-  /** Flushes, then stops the worker threads. */
+  /** Flushes, then stops the worker threads (and, if it serves them, the lease server). */
   async close(): Promise<void> {
     if (this.closed) return;
     try {
@@ -149,6 +170,7 @@ export class H5NestedStore {
     } finally {
       this.closed = true;
       await this.pool.close();
+      await this.leases?.close();
     }
   }
 
@@ -156,8 +178,26 @@ export class H5NestedStore {
     if (this.closed) throw new StoreClosedError(this.root);
   }
 
-  /** Applies one batch of writes for one owner (a shard, or a lone raw file). */
+  /** Runs a batch as the owner: with distributedLock, while holding (and renewing) the owner's lease. */
   private async execute(owner: string, ops: WriteOp[], grant: number): Promise<void> {
+    if (!this.leases) return this.apply(owner, ops, grant, null);
+    const leases = this.leases;
+    const lease = await leases.acquire(owner);
+    const renewal = setInterval(() => {
+      leases.renew(lease).catch(() => clearInterval(renewal)); // the deadline then stops moving
+    }, Math.max(100, Math.floor(leases.termMs / 3)));
+    try {
+      await this.apply(owner, ops, lease.token, lease);
+    } finally {
+      clearInterval(renewal);
+      await leases.release(lease).catch(() => {
+        // An unreleased lease simply expires.
+      });
+    }
+  }
+
+  /** Applies one batch of writes for one owner (a shard, or a lone raw file). */
+  private async apply(owner: string, ops: WriteOp[], grant: number, lease: Lease | null): Promise<void> {
     // Last write to a key wins, as if the batch had run one op at a time.
     const latest = new Map<string, Extract<WriteOp, { location: Location }>>();
     const reports: ((result: CommitResult) => void)[] = [];
@@ -173,8 +213,8 @@ export class H5NestedStore {
         latest.set(op.location.key, op);
       }
     }
-    const raw: CommitRequest = { ...this.emptyRequest(owner, grant), target: "raw" };
-    const shard: CommitRequest = { ...this.emptyRequest(owner, grant), target: "shard" };
+    const raw: CommitRequest = { ...this.emptyRequest(owner, grant, lease), target: "raw" };
+    const shard: CommitRequest = { ...this.emptyRequest(owner, grant, lease), target: "shard" };
     for (const op of latest.values()) {
       const { location } = op;
       const ref = { dataset: location.kind === "chunk" ? (location.shard?.dataset ?? "") : "", rawPath: location.rawPath };
@@ -199,8 +239,20 @@ export class H5NestedStore {
     }
   }
 
-  private emptyRequest(owner: string, grant: number): CommitRequest {
-    return { shardPath: owner, target: "raw", puts: [], deletes: [], fold: [], rawFolder: null, sweep: [], fsync: this.options.fsync, verifyShard: false, lease: grant };
+  private emptyRequest(owner: string, grant: number, lease: Lease | null): CommitRequest {
+    return {
+      shardPath: owner,
+      target: "raw",
+      puts: [],
+      deletes: [],
+      fold: [],
+      rawFolder: null,
+      sweep: [],
+      fsync: this.options.fsync,
+      verifyShard: false,
+      lease: grant,
+      deadline: lease?.deadline ?? null,
+    };
   }
 
   private async shardWritable(location: Location): Promise<boolean> {

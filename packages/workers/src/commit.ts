@@ -6,7 +6,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { ChunkTooLargeError, CorruptShardError, WriteFailedError, writeFailed } from "./errors.js";
+import { ChunkTooLargeError, CorruptShardError, LeaseExpiredError, WriteFailedError, writeFailed } from "./errors.js";
 import {
   type FileIdentity,
   fsyncFile,
@@ -54,8 +54,18 @@ export interface CommitRequest {
    * opens, so that a write is never accepted for a shard that can't be folded.
    */
   verifyShard: boolean;
-  /** Grant number from the coordinator, for the ownership trace. */
+  /** Grant number (or fencing token) from the coordinator, for the ownership trace. */
   lease: number;
+  /**
+   * With distributed leases: the lease deadline (process.hrtime ns) in shared
+   * memory, moved by renewals. Nothing is renamed or deleted once it passed.
+   */
+  deadline: BigInt64Array | null;
+}
+
+/** Throws LeaseExpiredError when the writer's lease has run out. */
+function assertLease(request: CommitRequest, file: string): void {
+  if (request.deadline && process.hrtime.bigint() >= Atomics.load(request.deadline, 0)) throw new LeaseExpiredError(file);
 }
 
 export interface CommitResult {
@@ -81,10 +91,21 @@ export function commit(request: CommitRequest): CommitResult {
 function commitRaw(request: CommitRequest): CommitResult {
   if (request.verifyShard) openShardCached(request.shardPath);
   let rawBytes = 0;
+  const folders = new Set<string>();
   for (const put of request.puts) {
-    writeFileAtomic(put.rawPath, put.bytes, request.fsync);
+    const folder = path.dirname(put.rawPath);
+    if (!folders.has(folder)) {
+      try {
+        fs.mkdirSync(folder, { recursive: true });
+      } catch (error) {
+        throw writeFailed(put.rawPath, error);
+      }
+      folders.add(folder);
+    }
+    writeFileAtomic(put.rawPath, put.bytes, request.fsync, () => assertLease(request, put.rawPath), false);
     rawBytes += put.bytes.byteLength;
   }
+  if (request.deletes.length || request.sweep.length) assertLease(request, request.shardPath);
   for (const ref of request.deletes) removeFile(ref.rawPath);
   for (const file of request.sweep) removeFile(file);
   const removed = [...request.deletes.map((d) => d.rawPath), ...request.sweep];
@@ -136,18 +157,19 @@ function commitShard(request: CommitRequest): CommitResult {
       }
     }
     builder.close();
+    if (request.fsync) fsyncFile(partial);
+    assertLease(request, shardPath);
     if (builder.count === 0) {
       fs.rmSync(partial, { force: true });
       removeFile(shardPath);
     } else {
-      if (request.fsync) fsyncFile(partial);
       fs.renameSync(partial, shardPath);
       if (request.fsync) fsyncFolder(path.dirname(shardPath));
     }
   } catch (error) {
     builder?.abandon();
     fs.rmSync(partial, { force: true });
-    if (error instanceof CorruptShardError || error instanceof WriteFailedError) throw error;
+    if (error instanceof CorruptShardError || error instanceof WriteFailedError || error instanceof LeaseExpiredError) throw error;
     if (error instanceof ChunkTooLargeError) throw error;
     throw writeFailed(shardPath, error);
   } finally {

@@ -41,13 +41,23 @@ export class WriteFailedError extends Error {
   }
 }
 
-export type WorkerError = CorruptShardError | ChunkTooLargeError | WriteFailedError;
+/** The writer's lease ran out before its rename: nothing was renamed, the old file stands. */
+export class LeaseExpiredError extends Error {
+  override readonly name = "LeaseExpiredError";
+  readonly code = "H5NEST_LEASE_EXPIRED";
+  constructor(readonly file: string) {
+    super(`the lease for ${file} ran out before the rename; nothing was changed`);
+  }
+}
+
+export type WorkerError = CorruptShardError | ChunkTooLargeError | WriteFailedError | LeaseExpiredError;
 
 /** The plain-object form of a worker error, as sent between threads. */
 export type WireError =
   | { code: "H5NEST_CORRUPT_SHARD"; file: string; detail: string }
   | { code: "H5NEST_CHUNK_TOO_LARGE"; file: string; bytes: number; limit: number }
   | { code: "H5NEST_WRITE_FAILED"; file: string; errno: string; detail: string }
+  | { code: "H5NEST_LEASE_EXPIRED"; file: string }
   | { code: "H5NEST_INTERNAL"; detail: string };
 
 export function toWire(error: unknown): WireError {
@@ -58,6 +68,7 @@ export function toWire(error: unknown): WireError {
   if (error instanceof WriteFailedError) {
     return { code: error.code, file: error.file, errno: error.errno, detail: error.detail };
   }
+  if (error instanceof LeaseExpiredError) return { code: error.code, file: error.file };
   return { code: "H5NEST_INTERNAL", detail: error instanceof Error ? (error.stack ?? error.message) : String(error) };
 }
 
@@ -69,6 +80,8 @@ export function fromWire(wire: WireError): Error {
       return new ChunkTooLargeError(wire.file, wire.bytes, wire.limit);
     case "H5NEST_WRITE_FAILED":
       return new WriteFailedError(wire.file, wire.errno, wire.detail);
+    case "H5NEST_LEASE_EXPIRED":
+      return new LeaseExpiredError(wire.file);
     default:
       return new Error(`h5nest worker failed: ${wire.detail}`);
   }

@@ -2,7 +2,7 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { writeFailed } from "./errors.js";
+import { LeaseExpiredError, writeFailed } from "./errors.js";
 
 /** `<final>.<32 hex>.partial`, the temporary name Python zarr uses too. */
 export function partialName(finalPath: string): string {
@@ -72,11 +72,11 @@ export function fsyncFile(file: string): void {
  * file beside it, then renamed over it. Readers see the old or the new file,
  * never a torn one. A directory in the way is refused, not removed.
  */
-export function writeFileAtomic(target: string, bytes: Uint8Array, fsync: boolean): void {
+export function writeFileAtomic(target: string, bytes: Uint8Array, fsync: boolean, beforeRename: () => void = () => {}, makeFolder = true): void {
   const folder = path.dirname(target);
   const temp = partialName(target);
   try {
-    fs.mkdirSync(folder, { recursive: true });
+    if (makeFolder) fs.mkdirSync(folder, { recursive: true });
     const fd = fs.openSync(temp, "w");
     try {
       let offset = 0;
@@ -85,10 +85,12 @@ export function writeFileAtomic(target: string, bytes: Uint8Array, fsync: boolea
     } finally {
       fs.closeSync(fd);
     }
+    beforeRename();
     fs.renameSync(temp, target);
     if (fsync) fsyncFolder(folder);
   } catch (error) {
     fs.rmSync(temp, { force: true });
+    if (error instanceof LeaseExpiredError) throw error;
     throw writeFailed(target, error);
   }
 }

@@ -1,5 +1,5 @@
 export { WorkerPool, type WorkerPoolOptions, type ReadResult } from "./pool.js";
 export type { CommitRequest, CommitResult, ChunkPut, ChunkRef } from "./commit.js";
 export type { ReadItem, ShardReport } from "./read.js";
-export { CorruptShardError, ChunkTooLargeError, WriteFailedError, type WorkerError } from "./errors.js";
+export { CorruptShardError, ChunkTooLargeError, LeaseExpiredError, WriteFailedError, type WorkerError } from "./errors.js";
 export { LIBVER_BOUNDS, MAX_DATASET_BYTES } from "./limits.js";

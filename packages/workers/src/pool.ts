@@ -38,6 +38,16 @@ export class WorkerPool {
     });
   }
 
+  /** Resolves when every thread has started and loaded HDF5 (fails early if they cannot). */
+  async ready(): Promise<void> {
+    const seen = new Set<number>();
+    // Each thread takes one task at a time, so concurrent pings spread over them.
+    for (let attempt = 0; attempt < 3 && seen.size < this.threads; attempt++) {
+      const ids = await Promise.all(Array.from({ length: this.threads }, () => this.piscina.run(null, { name: "pingTask" }) as Promise<number>));
+      for (const id of ids) seen.add(id);
+    }
+  }
+
   /** Reads raw-file-first, then from the shard. Items of one shard should be sent together. */
   async read(items: ReadItem[]): Promise<ReadResult[]> {
     const outcomes = (await this.piscina.run(items, { name: "readTask" })) as (Uint8Array | null | WireError)[];

@@ -5,6 +5,7 @@
  */
 import fs from "node:fs";
 import { threadId } from "node:worker_threads";
+import { Piscina } from "piscina";
 import { commit, type CommitRequest, type CommitResult } from "./commit.js";
 import { toWire, type WireError } from "./errors.js";
 import { initHdf5 } from "./hdf5.js";
@@ -36,8 +37,26 @@ export function commitTask(request: CommitRequest): TaskResult<CommitResult> {
   return result;
 }
 
-export function readTask(items: ReadItem[]): ReadOutcome[] {
-  return readChunks(items);
+/**
+ * Read results travel by transfer, not copy. Only buffers that own their
+ * whole ArrayBuffer are transferred (Node pools small Buffers: detaching a
+ * pool would corrupt others); the rest are copied as usual.
+ */
+export function readTask(items: ReadItem[]): unknown {
+  const outcomes = readChunks(items);
+  const buffers = new Set<ArrayBuffer>();
+  for (const outcome of outcomes) {
+    if (outcome instanceof Uint8Array && outcome.byteOffset === 0 && outcome.byteLength === outcome.buffer.byteLength) {
+      buffers.add(outcome.buffer as ArrayBuffer);
+    }
+  }
+  const transferable = { [Piscina.transferableSymbol]: [...buffers], [Piscina.valueSymbol]: outcomes };
+  return Piscina.move(transferable as unknown as Parameters<typeof Piscina.move>[0]);
+}
+
+/** Resolves once this thread has loaded HDF5 (module evaluation awaited initHdf5). */
+export function pingTask(): number {
+  return threadId;
 }
 
 export function listTask(shardPath: string): TaskResult<string[]> {
