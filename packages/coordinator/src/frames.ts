@@ -20,7 +20,8 @@ export type Request =
   | { v: 1; id: number; op: "release"; shard: string; owner: string; token: number };
 
 export type Response =
-  | { v: 1; id: number; ok: true; token?: number; termMs?: number; maxTermMs?: number }
+  /** `waitedMs`: how long an acquire waited in the server's queue before its grant. */
+  | { v: 1; id: number; ok: true; token?: number; termMs?: number; maxTermMs?: number; waitedMs?: number }
   | { v: 1; id: number; ok: false; code: string; message: string };
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true });

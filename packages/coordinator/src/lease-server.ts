@@ -26,6 +26,8 @@ export interface LeaseServerOptions {
 interface Waiter {
   socket: net.Socket;
   request: Extract<Request, { op: "acquire" }>;
+  /** When the request arrived (monotonic ms). */
+  received: number;
 }
 
 const monotonicMs = () => Number(process.hrtime.bigint()) / 1e6;
@@ -137,7 +139,7 @@ export class LeaseServer {
         return;
       case "acquire": {
         const list = this.waiters.get(request.shard) ?? [];
-        list.push({ socket, request: { ...request, termMs: Math.min(request.termMs, this.options.maxTermMs) } });
+        list.push({ socket, request: { ...request, termMs: Math.min(request.termMs, this.options.maxTermMs) }, received: at });
         this.waiters.set(request.shard, list);
         this.service(request.shard);
         return;
@@ -183,7 +185,8 @@ export class LeaseServer {
       const grant = this.table.tryGrant(shard, waiter.request.owner, waiter.request.termMs, at)!;
       list.shift();
       this.log("grant", grant);
-      this.reply(waiter.socket, { v: 1, id: waiter.request.id, ok: true, token: grant.token, termMs: waiter.request.termMs });
+      const waitedMs = Math.floor(at - waiter.received);
+      this.reply(waiter.socket, { v: 1, id: waiter.request.id, ok: true, token: grant.token, termMs: waiter.request.termMs, waitedMs });
       this.arm(shard, grant.expiresAt);
       return;
     }

@@ -80,7 +80,9 @@ export class LocalLeaseProvider implements LeaseProvider {
     const start = now();
     const response = await this.call({ v: 1, id: 0, op: "acquire", shard, owner: this.owner, termMs: this.termMs });
     if (!response.ok || response.token === undefined) throw new LockUnavailableError(this.endpoint.socketPath, "acquire refused");
-    return { shard, owner: this.owner, token: response.token, deadline: deadlineAfter(start, response.termMs ?? this.termMs) };
+    // The grant came at least waitedMs after we sent the request: the term runs from there.
+    const granted = start + BigInt(Math.floor((response.waitedMs ?? 0) * 1e6));
+    return { shard, owner: this.owner, token: response.token, deadline: deadlineAfter(granted, response.termMs ?? this.termMs) };
   }
 
   async renew(lease: Lease): Promise<void> {
