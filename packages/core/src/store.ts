@@ -121,6 +121,7 @@ export class H5NestedStore {
       rawPath: location.rawPath,
       shardPath: shard?.path ?? null,
       dataset: shard?.dataset ?? "",
+      rawFolder: shard ? this.layout.rawFolderOf(shard.path) : null,
     });
   }
 

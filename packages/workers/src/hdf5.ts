@@ -69,6 +69,8 @@ const scratch = new HeapBuffer();
 export class ShardFile {
   private readonly fileId: bigint;
   private readonly names: Set<string>;
+  /** Byte lengths already looked up (the file never changes under an open handle of ours). */
+  private readonly lengths = new Map<string, number>();
   private closed = false;
 
   private constructor(
@@ -108,6 +110,8 @@ export class ShardFile {
   /** Byte length of `dataset` from its metadata (no data read); undefined when absent. */
   byteLength(dataset: string): number | undefined {
     if (!this.names.has(dataset)) return undefined;
+    const known = this.lengths.get(dataset);
+    if (known !== undefined) return known;
     let metadata: Metadata;
     try {
       metadata = hdf5().get_dataset_metadata(this.fileId, `/${dataset}`);
@@ -116,6 +120,7 @@ export class ShardFile {
     }
     const bytes = byteLength(metadata);
     if (bytes === null) throw new CorruptShardError(this.path, `dataset ${dataset} is neither OPAQUE nor 1-D uint8`);
+    this.lengths.set(dataset, bytes);
     return bytes;
   }
 
@@ -124,19 +129,10 @@ export class ShardFile {
    * or undefined when the shard has no such dataset.
    */
   read(dataset: string): Uint8Array | undefined {
-    if (!this.names.has(dataset)) return undefined;
+    const bytes = this.byteLength(dataset);
+    if (bytes === undefined) return undefined;
     const m = hdf5();
     const name = `/${dataset}`;
-    let metadata: Metadata;
-    try {
-      metadata = m.get_dataset_metadata(this.fileId, name);
-    } catch (error) {
-      throw new CorruptShardError(this.path, `dataset ${dataset}: ${describe(error)}`);
-    }
-    const bytes = byteLength(metadata);
-    if (bytes === null) {
-      throw new CorruptShardError(this.path, `dataset ${dataset} is neither OPAQUE nor 1-D uint8`);
-    }
     if (bytes > MAX_DATASET_BYTES) throw new ChunkTooLargeError(`${this.path}:${dataset}`, bytes, MAX_DATASET_BYTES);
     if (bytes === 0) return new Uint8Array(0);
     const pointer = scratch.reserve(bytes);

@@ -11,6 +11,8 @@ export interface ReadItem {
   /** Null when the key has no shard (a metadata key, or too few segments). */
   shardPath: string | null;
   dataset: string;
+  /** The folder holding the shard's raw chunk files: when it is absent, no raw file is tried. */
+  rawFolder: string | null;
 }
 
 /** Per item: the bytes, null when the key does not exist, or the error that stopped the read. */
@@ -34,9 +36,21 @@ const handles = new Map<string, CachedShard>();
 export function readChunks(items: ReadItem[]): ReadOutcome[] {
   const outcomes: ReadOutcome[] = new Array(items.length).fill(null);
   const byShard = new Map<string, number[]>();
+  // A commit removes raw files (and emptied folders) only after its rename, so
+  // a missing raw folder is as good a "no raw file" as a missing raw file.
+  const folderPresent = new Map<string, boolean>();
+  const mayHaveRaw = (item: ReadItem): boolean => {
+    if (!item.rawFolder) return true;
+    let present = folderPresent.get(item.rawFolder);
+    if (present === undefined) {
+      present = statOrNull(item.rawFolder) !== null;
+      folderPresent.set(item.rawFolder, present);
+    }
+    return present;
+  };
   items.forEach((item, index) => {
     try {
-      const raw = readFileOrUndefined(item.rawPath);
+      const raw = mayHaveRaw(item) ? readFileOrUndefined(item.rawPath) : undefined;
       if (raw) outcomes[index] = raw;
       else if (item.shardPath) {
         const list = byShard.get(item.shardPath) ?? [];
