@@ -128,6 +128,24 @@ describe("ShardScheduler", () => {
     assert.equal(scheduler.pending, 0);
   });
 
+  test("a batch that reaches its complete size starts before the turn ends", async () => {
+    let startedAt: "microtask" | "macrotask" | null = null;
+    let turnOver = false;
+    const scheduler = new ShardScheduler<number>({
+      concurrency: 1,
+      maxPendingBytes: 1 << 20,
+      maxBatchBytes: 1 << 20,
+      async execute(_owner, ops) {
+        startedAt ??= turnOver ? "macrotask" : "microtask";
+        assert.equal(ops.length, 4);
+      },
+    });
+    setImmediate(() => (turnOver = true));
+    const done = Promise.all([0, 1, 2, 3].map((i) => scheduler.submit("s", i, 1, Promise.resolve(4))));
+    await done;
+    assert.equal(startedAt, "microtask");
+  });
+
   test("drain() waits for queued and in-flight batches", async () => {
     const { scheduler, batches } = recorder({ concurrency: 1, delay: () => 5 });
     for (let i = 0; i < 5; i++) void scheduler.submit(`s${i}`, i, 1);

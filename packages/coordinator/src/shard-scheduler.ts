@@ -48,9 +48,22 @@ export class ShardScheduler<Op> {
     if (!(options.concurrency >= 1)) throw new RangeError("concurrency must be at least 1");
   }
 
-  /** Queues `op` for `owner`; resolves when the batch holding it has been applied. */
-  async submit(owner: string, op: Op, bytes: number): Promise<void> {
+  /**
+   * Queues `op` for `owner`; resolves when the batch holding it has been
+   * applied. `complete`: the number of queued ops that make a whole batch
+   * (every chunk of a shard); reaching it starts the batch at once, without
+   * waiting for the turn to end, so workers start while callers still produce.
+   */
+  async submit(owner: string, op: Op, bytes: number, whole?: number | Promise<number | undefined>): Promise<void> {
     this.entering += 1;
+    let complete: number | undefined;
+    try {
+      complete = await whole;
+    } catch (error) {
+      this.entering -= 1;
+      this.notifyIdle();
+      throw error;
+    }
     await this.admit(bytes);
     this.entering -= 1;
     return new Promise<void>((resolve, reject) => {
@@ -60,7 +73,13 @@ export class ShardScheduler<Op> {
         this.queues.set(owner, queue);
       }
       queue.push({ op, bytes, resolve, reject });
-      if (!this.busy.has(owner)) this.ready.add(owner);
+      if (this.busy.has(owner)) return;
+      if (complete !== undefined && queue.length >= complete && this.busy.size < this.options.concurrency) {
+        this.ready.delete(owner);
+        this.start(owner);
+        return;
+      }
+      this.ready.add(owner);
       this.schedulePump();
     });
   }
@@ -161,6 +180,10 @@ export class ShardScheduler<Op> {
     }
     this.wakeAdmissions();
     this.pump();
+    this.notifyIdle();
+  }
+
+  private notifyIdle(): void {
     if (this.isIdle()) {
       for (const resolve of this.idleWaiters.splice(0)) resolve();
     }

@@ -49,23 +49,30 @@ async function readJson(file: string): Promise<Record<string, unknown> | null> {
   }
 }
 
+function gridOf(shape: unknown, chunks: unknown): { grid?: number[] } {
+  if (!Array.isArray(shape) || !Array.isArray(chunks) || shape.length !== chunks.length) return {};
+  const grid = shape.map((s, i) => Math.ceil(Number(s) / Number(chunks[i])));
+  return grid.every((n) => Number.isInteger(n) && n > 0) ? { grid } : {};
+}
+
 async function readArrayInfo(folder: string, prefix: string): Promise<ArrayInfo | null> {
   const v2 = await readJson(path.join(folder, ".zarray"));
   if (v2 && Array.isArray(v2.shape)) {
-    return { prefix, zarrFormat: 2, ndim: v2.shape.length, chunkKeyPrefix: [], nested: v2.dimension_separator === "/" };
+    return { prefix, zarrFormat: 2, ndim: v2.shape.length, chunkKeyPrefix: [], nested: v2.dimension_separator === "/", ...gridOf(v2.shape, v2.chunks) };
   }
   const v3 = await readJson(path.join(folder, "zarr.json"));
   if (v3 && v3.node_type === "array" && Array.isArray(v3.shape)) {
+    const grid = gridOf(v3.shape, (v3.chunk_grid as { configuration?: { chunk_shape?: unknown } } | undefined)?.configuration?.chunk_shape);
     const encoding = (v3.chunk_key_encoding ?? { name: "default" }) as {
       name?: string;
       configuration?: { separator?: string };
     };
     if (encoding.name === "v2") {
       const separator = encoding.configuration?.separator ?? ".";
-      return { prefix, zarrFormat: 3, ndim: v3.shape.length, chunkKeyPrefix: [], nested: separator === "/" };
+      return { prefix, zarrFormat: 3, ndim: v3.shape.length, chunkKeyPrefix: [], nested: separator === "/", ...grid };
     }
     const separator = encoding.configuration?.separator ?? "/";
-    return { prefix, zarrFormat: 3, ndim: v3.shape.length, chunkKeyPrefix: ["c"], nested: separator === "/" };
+    return { prefix, zarrFormat: 3, ndim: v3.shape.length, chunkKeyPrefix: ["c"], nested: separator === "/", ...grid };
   }
   return null;
 }

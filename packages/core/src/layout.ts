@@ -143,6 +143,14 @@ export interface ArrayInfo {
   chunkKeyPrefix: string[];
   /** True when chunk indices are separated by "/" (nested keys). */
   nested: boolean;
+  /** Chunks along each axis (ceil(shape / chunks)), when the metadata says. */
+  grid?: number[];
+}
+
+/** How many chunks one full shard of `array` holds (the last depth-1 grid sizes), if known. */
+export function chunksPerShard(array: ArrayInfo, depth: number): number | null {
+  if (!array.grid || array.grid.length < depth - 1) return null;
+  return array.grid.slice(array.grid.length - (depth - 1)).reduce((a, b) => a * b, 1);
 }
 
 /**

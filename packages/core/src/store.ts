@@ -9,7 +9,7 @@ import { type Lease, type LeaseProvider, LocalLeaseProvider, RedisLeaseProvider,
 import { ChunkTooLargeError, type CommitRequest, type CommitResult, MAX_DATASET_BYTES, WorkerPool } from "@h5nest/workers";
 import { ArrayCatalog } from "./arrays.js";
 import { InvalidValueError, StoreClosedError } from "./errors.js";
-import { canWriteToShard, Layout, type Location } from "./layout.js";
+import { canWriteToShard, chunksPerShard, Layout, type Location } from "./layout.js";
 import { type H5NestedStoreOptions, type ResolvedOptions, resolveOptions } from "./options.js";
 import { listRawChunks, readFileOrUndefined, statOrNull } from "./raw-files.js";
 import { ReadBatcher } from "./read-batcher.js";
@@ -136,7 +136,7 @@ export class H5NestedStore {
     if (location.kind === "chunk" && value.byteLength > MAX_DATASET_BYTES) {
       throw new ChunkTooLargeError(location.rawPath, value.byteLength, MAX_DATASET_BYTES);
     }
-    await this.scheduler.submit(ownerOf(location), { kind: "put", location, bytes: value }, value.byteLength);
+    await this.scheduler.submit(ownerOf(location), { kind: "put", location, bytes: value }, value.byteLength, this.fullShard(location));
     if (location.kind === "meta" && isMetadata(location.key)) this.arrays.invalidate();
   }
 
@@ -254,6 +254,14 @@ export class H5NestedStore {
       lease: grant,
       deadline: lease?.deadline ?? null,
     };
+  }
+
+  /** The number of chunks that fill this chunk's shard, when the chunk goes into a shard. */
+  private async fullShard(location: Location): Promise<number | undefined> {
+    if (location.kind !== "chunk" || !this.options.writeDirect || location.shard?.placement !== "inside") return undefined;
+    const array = await this.arrays.arrayOf(location.key);
+    if (!array || !canWriteToShard(location, array, this.layout.depth)) return undefined;
+    return chunksPerShard(array, this.layout.depth) ?? undefined;
   }
 
   private async shardWritable(location: Location): Promise<boolean> {
