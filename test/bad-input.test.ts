@@ -578,6 +578,7 @@ describe("(e) public API", () => {
       "LeaseLostError",
       "LockUnavailableError",
       "MAX_DATASET_BYTES",
+      "NotAStoreError",
       "StoreClosedError",
       "WriteFailedError",
       "canWriteToShard",
@@ -601,6 +602,7 @@ describe("(e) public API", () => {
       [new api.LeaseExpiredError("/f"), "LeaseExpiredError", "H5NEST_LEASE_EXPIRED"],
       [new api.LeaseLostError("/f", "d"), "LeaseLostError", "H5NEST_LEASE_LOST"],
       [new api.LockUnavailableError("/s", "d"), "LockUnavailableError", "H5NEST_LOCK_UNAVAILABLE"],
+      [new api.NotAStoreError("/s", "d"), "NotAStoreError", "H5NEST_NOT_A_STORE"],
     ];
     for (const [error, name, code] of cases) {
       assert.ok(error instanceof Error, name);

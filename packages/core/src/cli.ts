@@ -5,7 +5,9 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import { runDemo } from "./demo.js";
-import { InvalidOptionError } from "./errors.js";
+import fs from "node:fs/promises";
+import { InvalidOptionError, NotAStoreError } from "./errors.js";
+import { type H5NestedStoreOptions, resolveOptions } from "./options.js";
 import { H5NestedStore } from "./store.js";
 import { createConsolidateView, formatBytes, printInfo } from "./cli-output.js";
 
@@ -39,13 +41,21 @@ function storeOptions(command: Command): Command {
     .option("--json", "print JSON lines instead of text", false);
 }
 
+/** Opens an existing store: a mistyped path is an error, not a new empty store. */
 async function openStore(dir: string, flags: StoreFlags): Promise<H5NestedStore> {
-  return H5NestedStore.open(dir, {
+  const options: H5NestedStoreOptions = {
     consolidateDepth: flags.depth ?? 3,
     containerExt: flags.ext ?? ".h5",
     fsync: flags.fsync ?? false,
     ...(flags.workers ? { workers: flags.workers } : {}),
+  };
+  resolveOptions(options); // a bad flag is a usage error, whatever the path
+  const stat = await fs.stat(dir).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOTDIR") throw new NotAStoreError(dir, "a part of the path is not a folder");
+    return null;
   });
+  if (!stat) throw new NotAStoreError(dir, "no such folder");
+  return H5NestedStore.open(dir, options);
 }
 
 /** First Ctrl-C: stop after the commits in flight. Second: leave at once (still a valid store). */

@@ -44,3 +44,15 @@ export class InvalidValueError extends Error {
     super(`value for key ${JSON.stringify(key)} must be a Uint8Array`);
   }
 }
+
+/** The path given as a store cannot be one (a file, or a missing folder where one must exist). */
+export class NotAStoreError extends Error {
+  override readonly name = "NotAStoreError";
+  readonly code = "H5NEST_NOT_A_STORE";
+  constructor(
+    readonly path: string,
+    reason: string,
+  ) {
+    super(`${path} is not a store: ${reason}`);
+  }
+}

@@ -8,7 +8,7 @@ import fs from "node:fs/promises";
 import { type Lease, type LeaseProvider, LocalLeaseProvider, RedisLeaseProvider, ShardScheduler } from "@h5nest/coordinator";
 import { ChunkTooLargeError, type CommitRequest, type CommitResult, MAX_DATASET_BYTES, WorkerPool } from "@h5nest/workers";
 import { ArrayCatalog } from "./arrays.js";
-import { InvalidValueError, StoreClosedError } from "./errors.js";
+import { InvalidValueError, NotAStoreError, StoreClosedError } from "./errors.js";
 import { canWriteToShard, chunksPerShard, Layout, type Location } from "./layout.js";
 import { type H5NestedStoreOptions, type ResolvedOptions, resolveOptions } from "./options.js";
 import { listRawChunks, readFileOrUndefined, statOrNull } from "./raw-files.js";
@@ -86,9 +86,9 @@ export class H5NestedStore {
   /** Opens (creating the folder if needed) the store at `dir`. */
   static async open(dir: string, options?: H5NestedStoreOptions): Promise<H5NestedStore> {
     const resolved = resolveOptions(options);
-    await fs.mkdir(dir, { recursive: true });
-    const stat = await fs.stat(dir);
-    if (!stat.isDirectory()) throw new Error(`${dir} is not a folder`);
+    const existing = await statOrNull(dir);
+    if (existing && !existing.isDirectory()) throw new NotAStoreError(dir, "it is not a folder");
+    if (!existing) await fs.mkdir(dir, { recursive: true });
     const store = new H5NestedStore(dir, resolved);
     const lock = resolved.distributedLock;
     try {
@@ -282,7 +282,13 @@ export class H5NestedStore {
       return result;
     }
     const folderStat = await statOrNull(rawFolder);
-    const { chunks, partials } = folderStat?.isDirectory() ? await listRawChunks(this.layout, rawFolder) : { chunks: [], partials: [] };
+    const listed = folderStat?.isDirectory() ? await listRawChunks(this.layout, rawFolder) : { chunks: [], partials: [] };
+    const partials = listed.partials;
+    // Only chunks that may live in this shard are folded (FORMAT.md section 7).
+    const chunks: typeof listed.chunks = [];
+    for (const chunk of listed.chunks) {
+      if (await this.shardWritable(this.layout.locate(this.layout.keyOfFile(chunk.rawPath)))) chunks.push(chunk);
+    }
     const sweep = [...request.sweep, ...partials];
     this.rawBytesWaiting.delete(shardPath);
     if (!changes && chunks.length === 0 && fold !== "always") {

@@ -66,7 +66,15 @@ export async function* walkKeys(layout: Layout, listShard: ShardLister, prefix =
     for await (const key of shardKeys(layout, listShard, legacy)) if (wanted(key)) yield key;
   }
   const parent = prefix.includes("/") ? prefix.slice(0, prefix.lastIndexOf("/")) : "";
-  const folder = path.join(layout.root, ...parent.split("/").filter(Boolean));
+  const segments = parent.split("/").filter(Boolean);
+  // Shards beside the folders above the walked one (a 1-D array's chunks live
+  // in its group's shard) hold keys under the prefix too.
+  for (let depth = 1; depth <= segments.length; depth++) {
+    const shard = path.join(layout.root, ...segments.slice(0, depth)) + layout.ext;
+    if (!(await statOrNull(shard))?.isFile()) continue;
+    for await (const key of shardKeys(layout, listShard, shard)) if (wanted(key)) yield key;
+  }
+  const folder = path.join(layout.root, ...segments);
   for await (const file of walkFiles(layout, { folder })) {
     if (file.kind === "temp") continue;
     if (file.kind === "shard") {
