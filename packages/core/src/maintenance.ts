@@ -146,10 +146,11 @@ export async function consolidate(store: StoreInternals, options: ConsolidateOpt
     }
     try {
       const result = await store.fold(work.shard);
+      summary.swept += result.swept;
+      if (result.folded === 0) return; // an empty raw folder, or raw files of another owner
       summary.shards += 1;
       summary.chunks += result.folded;
       summary.bytes += result.foldedBytes;
-      summary.swept += result.swept;
       options.onProgress?.({ shard: work.shard, chunks: result.folded, bytes: result.foldedBytes, shardBytes: result.shardBytes });
     } catch (error) {
       if (isFatal(error)) summary.fatal ??= error as Error;

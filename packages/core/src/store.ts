@@ -251,6 +251,7 @@ export class H5NestedStore {
       sweep: [],
       fsync: this.options.fsync,
       verifyShard: false,
+      pruneRawFolder: false,
       lease: grant,
       deadline: lease?.deadline ?? null,
     };
@@ -291,11 +292,14 @@ export class H5NestedStore {
     }
     const sweep = [...request.sweep, ...partials];
     this.rawBytesWaiting.delete(shardPath);
-    if (!changes && chunks.length === 0 && fold !== "always") {
-      // Nothing to fold: only leftovers to sweep.
-      return this.pool.commit({ ...request, target: "raw", sweep, rawFolder });
-    }
-    return this.pool.commit({ ...request, target: "shard", fold: chunks, sweep, rawFolder });
+    const pruneRawFolder = fold !== "none";
+    const result =
+      !changes && chunks.length === 0 && fold !== "always"
+        ? // Nothing to fold: only leftovers to sweep and empty folders to remove.
+          await this.pool.commit({ ...request, target: "raw", sweep, rawFolder, pruneRawFolder })
+        : await this.pool.commit({ ...request, target: "shard", fold: chunks, sweep, rawFolder, pruneRawFolder });
+    // Sweep ops count their own files; the fold reports those it found itself.
+    return { ...result, swept: partials.length };
   }
 
   /** Folds (or with "always" rewrites) one shard as its owner. */

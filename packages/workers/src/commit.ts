@@ -15,6 +15,7 @@ import {
   isMissing,
   partialName,
   removeEmptyFolders,
+  removeEmptyTree,
   removeFile,
   sameIdentity,
   statOrNull,
@@ -48,6 +49,8 @@ export interface CommitRequest {
   sweep: string[];
   /** The folder holding this shard's raw chunk files: emptied folders below it are removed. */
   rawFolder: string | null;
+  /** Also remove every empty folder below rawFolder (folds: leftovers of an interrupted one). */
+  pruneRawFolder: boolean;
   fsync: boolean;
   /**
    * For target "raw" beside an existing shard: first check that the shard
@@ -110,6 +113,7 @@ function commitRaw(request: CommitRequest): CommitResult {
   for (const file of request.sweep) removeFile(file);
   const removed = [...request.deletes.map((d) => d.rawPath), ...request.sweep];
   if (request.rawFolder && removed.length > 0) removeEmptyFolders(removed, request.rawFolder);
+  if (request.rawFolder && request.pruneRawFolder) removeEmptyTree(request.rawFolder);
   return { target: "raw", datasets: 0, shardBytes: 0, rawBytes, folded: 0, foldedBytes: 0, swept: request.sweep.length };
 }
 
@@ -189,6 +193,7 @@ function commitShard(request: CommitRequest): CommitResult {
     removed.push(file);
   }
   if (request.rawFolder && removed.length > 0) removeEmptyFolders(removed, request.rawFolder);
+  if (request.rawFolder && request.pruneRawFolder) removeEmptyTree(request.rawFolder);
 
   const count = builder?.count ?? 0;
   return {

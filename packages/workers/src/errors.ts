@@ -1,3 +1,5 @@
+import util from "node:util";
+
 /**
  * Errors raised inside worker threads. Classes do not survive postMessage, so
  * workers send {@link WireError} records and the pool rebuilds the class.
@@ -89,7 +91,23 @@ export function fromWire(wire: WireError): Error {
 
 /** Wraps a Node file-system error as a WriteFailedError naming `file`. */
 export function writeFailed(file: string, error: unknown): WriteFailedError {
-  const errno = (error as NodeJS.ErrnoException | null)?.code ?? "EIO";
-  const detail = error instanceof Error ? error.message : String(error);
-  return new WriteFailedError(file, errno, detail);
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  const text = error instanceof Error ? error.message : String(error);
+  if (typeof code === "string") return new WriteFailedError(file, code, text);
+  // HDF5 (in WebAssembly) reports a failed write(2) as text:
+  // "... errno = 51, error message = 'No space left on device' ...". Its errno
+  // numbers are not Linux's, so the message is looked up instead.
+  const message = /error message = '([^']+)'/.exec(text)?.[1];
+  if (message) return new WriteFailedError(file, errnoNamed(message) ?? "EIO", message);
+  const innermost = text.split("\n").map((line) => line.trim()).filter((line) => /^#\d+:/.test(line)).at(-1);
+  return new WriteFailedError(file, "EIO", innermost?.replace(/^#\d+:.*?\(\):\s*/, "") ?? text);
+}
+
+/** The errno name (ENOSPC, EDQUOT, ...) whose system message is `message`. */
+function errnoNamed(message: string): string | undefined {
+  const wanted = message.toLowerCase();
+  for (const [name, description] of util.getSystemErrorMap().values()) {
+    if (description.toLowerCase() === wanted) return name;
+  }
+  return undefined;
 }

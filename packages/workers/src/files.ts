@@ -126,3 +126,19 @@ export function removeEmptyFolders(files: Iterable<string>, top: string): void {
     }
   }
 }
+
+/** Removes every empty folder in the tree below `top`, and `top` if it ends up empty (leftovers of a crash). */
+export function removeEmptyTree(top: string): void {
+  let entries: fs.Dirent[];
+  try {
+    entries = fs.readdirSync(top, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  for (const entry of entries) if (entry.isDirectory()) removeEmptyTree(path.join(top, entry.name));
+  try {
+    fs.rmdirSync(top);
+  } catch {
+    // Not empty: fine.
+  }
+}
