@@ -9,8 +9,17 @@ export interface BenchArgs {
   json: boolean;
   /** Run the 2 GiB region-write memory benchmark (and only it unless --with-main is given). */
   memory: boolean;
-  /** With --memory: run the main benchmark too. */
+  /** With --memory or --distributed: run the main benchmark too. */
   withMain: boolean;
+  /** Run the distributed ingest benchmark (several writer processes sharing shard leases). */
+  distributed: boolean;
+  /** Run the consolidate benchmark only (it also runs by default, after the main one, unless --no-consolidate). */
+  consolidate: boolean;
+  /** Skip the consolidate benchmark in a default run. */
+  noConsolidate: boolean;
+  /** Also consolidate once at `chunks` and at `consolidateScaleChunks` and compare peak RSS (implies --consolidate). */
+  consolidateScale: boolean;
+  consolidateScaleChunks: number;
   /** z-planes of the memory benchmark (1024 planes = 2 GiB). */
   memoryPlanes: number;
   /** With --memory: zarr.set calls (planes) kept in flight at once (1 = strictly plane by plane). */
@@ -26,13 +35,20 @@ const USAGE = `usage: npm run bench -- [options]
   --chunks N           chunks of 8 KiB in the main workload, multiple of 256 (default 4096)
   --json               print the results as JSON instead of tables
   --memory             run the 2 GiB region-write memory benchmark (instead of the main one)
-  --with-main          with --memory: run the main benchmark as well
+  --distributed        run the distributed ingest benchmark (2 writer processes with distributedLock
+                       true or Redis vs 1 process without a lock; instead of the main one)
+  --consolidate        run only the consolidate benchmark (by default it runs after the main one)
+  --no-consolidate     skip the consolidate benchmark in a default run
+  --consolidate-scale  consolidate benchmark plus single runs at --chunks and at 65536 chunks: peak RSS as the store grows
+  --consolidate-scale-chunks N  the larger store of --consolidate-scale, multiple of 256 (default 65536)
+  --with-main          with --memory, --distributed or --consolidate[-scale]: run the main benchmark as well
   --memory-planes N    z-planes of 1024x1024 uint16 in the memory benchmark (default 1024 = 2 GiB)
   --memory-inflight K  planes written concurrently in the memory benchmark (default 1)
   --workers N          h5nest worker threads (default: h5nest's default, the available cores)
   --fs-concurrency N   files in flight for the plain fs baseline (default 64)
 environment:
-  H5NEST_PY_STORE=DIR  checkout of CBI-PITT/zarr_stores: also measure the Python H5_Nested_Store`;
+  H5NEST_PY_STORE=DIR  checkout of CBI-PITT/zarr_stores: also measure the Python H5_Nested_Store
+  H5NEST_BENCH_REDIS=FILE  redis-server for --distributed (default /usr/bin/redis-server)`;
 
 function positiveInt(flag: string, text: string | undefined): number {
   const value = Number(text);
@@ -49,6 +65,11 @@ export function parseArgs(argv: string[]): BenchArgs {
     json: false,
     memory: false,
     withMain: false,
+    distributed: false,
+    consolidate: false,
+    noConsolidate: false,
+    consolidateScale: false,
+    consolidateScaleChunks: 65536,
     memoryPlanes: 1024,
     memoryInflight: 1,
     workers: undefined,
@@ -74,6 +95,23 @@ export function parseArgs(argv: string[]): BenchArgs {
         break;
       case "--with-main":
         args.withMain = true;
+        break;
+      case "--distributed":
+        args.distributed = true;
+        break;
+      case "--consolidate":
+        args.consolidate = true;
+        break;
+      case "--no-consolidate":
+        args.noConsolidate = true;
+        break;
+      case "--consolidate-scale":
+        args.consolidate = true;
+        args.consolidateScale = true;
+        break;
+      case "--consolidate-scale-chunks":
+        args.consolidateScaleChunks = positiveInt(name, value());
+        if (args.consolidateScaleChunks % 256 !== 0) throw new Error(`--consolidate-scale-chunks must be a multiple of 256, got ${args.consolidateScaleChunks}`);
         break;
       case "--memory-planes":
         args.memoryPlanes = positiveInt(name, value());

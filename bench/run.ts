@@ -6,6 +6,8 @@
  */
 import os from "node:os";
 import { parseArgs } from "./args.js";
+import { type ConsolidateReport, consolidateFailed, renderConsolidate, runConsolidateBench } from "./consolidate.js";
+import { type DistributedOutcome, distributedFailed, renderDistributed, runDistributedBench } from "./distributed.js";
 import { renderMemory, runMemoryBench, type MemoryOutcome } from "./memory.js";
 import { describe, provenance, rebuiltSince } from "./provenance.js";
 import { pythonVariants } from "./python.js";
@@ -90,14 +92,27 @@ async function main(): Promise<number> {
   process.once("SIGINT", cleanup);
   process.once("SIGTERM", cleanup);
   try {
-    const json: { main?: MainReport; memory?: MemoryOutcome } = {};
+    const json: { main?: MainReport; memory?: MemoryOutcome; distributed?: DistributedOutcome; consolidate?: ConsolidateReport } = {};
     const texts: string[] = [];
     let failed = false;
-    if (!args.memory || args.withMain) {
+    const defaultRun = !args.memory && !args.distributed && !args.consolidate;
+    if (defaultRun || args.withMain) {
       const main = await runMain(args, temp);
       json.main = main.report;
       texts.push(main.text);
       failed ||= main.failed;
+    }
+    if (args.consolidate || (defaultRun && !args.noConsolidate)) {
+      log(`consolidate benchmark: ${args.chunks} chunks, ${args.rounds} rounds${args.consolidateScale ? `, then single runs at ${args.chunks} and ${args.consolidateScaleChunks} chunks` : ""} ...`);
+      try {
+        const options = { chunks: args.chunks, rounds: args.rounds, workers: args.workers, fsConcurrency: args.fsConcurrency };
+        json.consolidate = await runConsolidateBench(temp, { ...options, scale: args.consolidateScale, scaleChunks: args.consolidateScaleChunks });
+        texts.push(renderConsolidate(json.consolidate));
+        failed ||= consolidateFailed(json.consolidate);
+      } catch (error) {
+        failed = true;
+        texts.push(`*** FAILED consolidate benchmark: ${error instanceof Error ? error.message : String(error)} ***`);
+      }
     }
     if (args.memory) {
       log(`memory benchmark: ${args.memoryPlanes} planes, ${args.memoryInflight} in flight ...`);
@@ -108,6 +123,18 @@ async function main(): Promise<number> {
       } catch (error) {
         failed = true;
         texts.push(`*** FAILED memory benchmark: ${error instanceof Error ? error.message : String(error)} ***`);
+      }
+    }
+    if (args.distributed) {
+      log(`distributed ingest benchmark: ${args.chunks} chunks, ${args.rounds} rounds ...`);
+      try {
+        const workload = makeWorkload(args.chunks);
+        json.distributed = await runDistributedBench(workload, await encodeWorkload(workload), temp, args.rounds, args.workers);
+        texts.push(renderDistributed(json.distributed));
+        failed ||= distributedFailed(json.distributed);
+      } catch (error) {
+        failed = true;
+        texts.push(`*** FAILED distributed ingest benchmark: ${error instanceof Error ? error.message : String(error)} ***`);
       }
     }
     if (!gcAvailable) log("note: run with node --expose-gc for steadier RSS figures (npm run bench does)");

@@ -34,18 +34,33 @@ const monotonicMs = () => Number(process.hrtime.bigint()) / 1e6;
 /** Slack added to the recorded horizon so that it is rewritten rarely. */
 const HORIZON_SLACK_MS = 5_000;
 
-export function readHorizon(stateFile: string): number {
+/**
+ * What a server leaves for its successor. While it runs: `leasesUntil`, a
+ * wall-clock time by which all its leases have expired (a successor after a
+ * crash grants nothing before it). After a clean close also `handover`: its
+ * live leases (wall-clock expiry), which the successor adopts, so that only
+ * those shards wait and their owners can renew or release them.
+ */
+interface ServerState {
+  leasesUntil: number;
+  handover?: { shard: string; owner: string; token: number; expiresAt: number }[];
+}
+
+export function readState(stateFile: string): ServerState {
   try {
-    const state = JSON.parse(fs.readFileSync(stateFile, "utf8")) as { leasesUntil?: unknown };
-    return typeof state.leasesUntil === "number" ? state.leasesUntil : 0;
+    const state = JSON.parse(fs.readFileSync(stateFile, "utf8")) as Partial<ServerState>;
+    return {
+      leasesUntil: typeof state.leasesUntil === "number" ? state.leasesUntil : 0,
+      ...(Array.isArray(state.handover) ? { handover: state.handover } : {}),
+    };
   } catch {
-    return 0;
+    return { leasesUntil: 0 };
   }
 }
 
-function writeHorizon(stateFile: string, leasesUntil: number): void {
+function writeState(stateFile: string, state: ServerState): void {
   const temp = `${stateFile}.${process.pid}.tmp`;
-  fs.writeFileSync(temp, JSON.stringify({ leasesUntil, pid: process.pid }), { mode: 0o600 });
+  fs.writeFileSync(temp, JSON.stringify({ ...state, pid: process.pid }), { mode: 0o600 });
   fs.renameSync(temp, stateFile);
 }
 
@@ -64,9 +79,15 @@ export class LeaseServer {
     private readonly server: net.Server,
     private readonly options: LeaseServerOptions,
   ) {
-    const earlier = readHorizon(options.stateFile);
-    this.notBefore = monotonicMs() + Math.max(0, earlier - Date.now());
-    this.horizon = earlier;
+    const earlier = readState(options.stateFile);
+    const at = monotonicMs();
+    const wall = Date.now();
+    this.notBefore = at + Math.max(0, earlier.leasesUntil - wall);
+    this.horizon = earlier.leasesUntil;
+    for (const grant of earlier.handover ?? []) {
+      if (grant.expiresAt > wall) this.table.adopt({ ...grant, expiresAt: at + (grant.expiresAt - wall) });
+      this.horizon = Math.max(this.horizon, grant.expiresAt);
+    }
     server.on("connection", (socket) => this.accept(socket));
   }
 
@@ -98,9 +119,12 @@ export class LeaseServer {
     for (const socket of this.sockets) socket.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     fs.rmSync(this.options.socketPath, { force: true });
-    // A clean stop records when its last lease ends, so a successor need not wait longer.
+    // A clean stop hands its live leases over: a successor blocks only those
+    // shards. An earlier server's horizon this one was still waiting out stays.
     const at = monotonicMs();
-    writeHorizon(this.options.stateFile, Date.now() + (this.table.latestExpiry(at) - at));
+    const wall = Date.now();
+    const handover = this.table.live(at).map((grant) => ({ ...grant, expiresAt: wall + (grant.expiresAt - at) }));
+    writeState(this.options.stateFile, { leasesUntil: wall + Math.max(0, this.notBefore - at), handover });
   }
 
   private accept(socket: net.Socket): void {
@@ -198,7 +222,7 @@ export class LeaseServer {
     const needed = Date.now() + termMs;
     if (needed <= this.horizon) return;
     this.horizon = needed + HORIZON_SLACK_MS;
-    writeHorizon(this.options.stateFile, this.horizon);
+    writeState(this.options.stateFile, { leasesUntil: this.horizon });
   }
 
   private arm(shard: string, at: number): void {

@@ -53,10 +53,14 @@ export class LeaseTable {
     return true;
   }
 
-  /** The latest expiry of any live grant (or `at` when there is none). */
-  latestExpiry(at: number): number {
-    let latest = at;
-    for (const grant of this.grants.values()) latest = Math.max(latest, grant.expiresAt);
-    return latest;
+  /** Takes over a grant made by an earlier server (a clean handover); later tokens stay above it. */
+  adopt(grant: Grant): void {
+    this.grants.set(grant.shard, { ...grant });
+    this.lastToken = Math.max(this.lastToken, grant.token);
+  }
+
+  /** Every grant still live at `at`. */
+  live(at: number): Grant[] {
+    return [...this.grants.values()].filter((grant) => grant.expiresAt > at);
   }
 }

@@ -9,6 +9,8 @@ export interface Lease {
   owner: string;
   /** Grows with every grant, across servers too. */
   token: number;
+  /** The term granted (a server may grant less than asked): renew well within it. */
+  termMs: number;
   /**
    * Local monotonic deadline (process.hrtime ns), shared with worker threads
    * so a commit can check it right before its rename. Renewals move it.

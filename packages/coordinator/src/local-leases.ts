@@ -82,14 +82,16 @@ export class LocalLeaseProvider implements LeaseProvider {
     if (!response.ok || response.token === undefined) throw new LockUnavailableError(this.endpoint.socketPath, "acquire refused");
     // The grant came at least waitedMs after we sent the request: the term runs from there.
     const granted = start + BigInt(Math.floor((response.waitedMs ?? 0) * 1e6));
-    return { shard, owner: this.owner, token: response.token, deadline: deadlineAfter(granted, response.termMs ?? this.termMs) };
+    const termMs = response.termMs ?? this.termMs;
+    return { shard, owner: this.owner, token: response.token, termMs, deadline: deadlineAfter(granted, termMs) };
   }
 
   async renew(lease: Lease): Promise<void> {
     const start = now();
-    const response = await this.call({ v: 1, id: 0, op: "renew", shard: lease.shard, owner: lease.owner, token: lease.token, termMs: this.termMs });
+    const response = await this.call({ v: 1, id: 0, op: "renew", shard: lease.shard, owner: lease.owner, token: lease.token, termMs: lease.termMs });
     if (!response.ok) throw new LeaseLostError(lease.shard, response.message);
-    deadlineAfter(start, response.termMs ?? this.termMs, lease.deadline);
+    lease.termMs = response.termMs ?? lease.termMs;
+    deadlineAfter(start, lease.termMs, lease.deadline);
   }
 
   async release(lease: Lease): Promise<void> {

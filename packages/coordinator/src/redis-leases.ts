@@ -1,8 +1,16 @@
 /**
- * Leases for processes on many machines, kept in Redis (ioredis): a lease is
- * `SET key "<owner> <token>" NX PX term`; the fencing token comes from INCR;
- * renewal and release are compare-and-set Lua scripts. Redis unreachable:
- * LockUnavailableError, and no write happens without a lease.
+ * Leases for processes on many machines, kept in Redis (ioredis). One Lua
+ * script grants a lease atomically: `SET key "<owner> <token>" NX PX term`
+ * with the fencing token from `INCR`, so tokens follow grant order. Renewal
+ * and release are compare-and-set scripts.
+ *
+ * A Redis that lost its data (restarted without persistence) could grant a
+ * lease that an owner still uses. An epoch key that never expires guards it:
+ * when the epoch is missing, Redis is new to us and nothing is granted for
+ * one lease term. (The first use of a Redis therefore waits one term.)
+ *
+ * Redis unreachable or silent: LockUnavailableError, within a bounded time,
+ * and no write happens without a lease.
  */
 import { randomBytes } from "node:crypto";
 import os from "node:os";
@@ -12,11 +20,33 @@ import { deadlineAfter, type Lease, LeaseLostError, type LeaseProvider, LockUnav
 
 export interface RedisLeaseOptions {
   url: string;
-  /** Prefix of every key, so stores (and tests) don't collide: normally the store's path. */
+  /** Prefix of every lease key, so stores don't collide: normally the store's real path. */
   namespace: string;
   termMs: number;
 }
 
+/** KEYS: lease, fence, epoch. ARGV: owner, term. Returns the token, 0 when held, -ms to wait when Redis is new. */
+const ACQUIRE = `
+local clock = redis.call("TIME")
+local nowMs = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local epoch = tonumber(redis.call("GET", KEYS[3]) or "0")
+if epoch == 0 then
+  redis.call("SET", KEYS[3], nowMs)
+  epoch = nowMs
+end
+local term = tonumber(ARGV[2])
+if nowMs < epoch + term then return -(epoch + term - nowMs) end
+if redis.call("EXISTS", KEYS[1]) == 1 then return 0 end
+local token = redis.call("INCR", KEYS[2])
+-- After a data loss the counter restarts: keep tokens above the clock (microseconds).
+local floor = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+if token < floor then
+  redis.call("SET", KEYS[2], floor)
+  token = floor
+end
+-- %.0f: Lua would print a large number as 1.7e+15, which renew/release could not match.
+redis.call("SET", KEYS[1], ARGV[1] .. " " .. string.format("%.0f", token), "PX", term)
+return token`;
 const RENEW = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end`;
 const RELEASE = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`;
 
@@ -32,10 +62,12 @@ export class RedisLeaseProvider implements LeaseProvider {
     this.namespace = options.namespace;
     this.url = options.url;
     this.redis = new Redis(options.url, {
-      // Fail at once while disconnected instead of queueing: a write must not
-      // wait for a lease that may never come.
+      // Fail at once while disconnected instead of queueing, and never wait
+      // on a silent server longer than a third of a term.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
+      commandTimeout: Math.max(200, Math.floor(options.termMs / 3)),
+      connectTimeout: 5000,
       retryStrategy: () => 200,
       lazyConnect: true,
     });
@@ -46,11 +78,17 @@ export class RedisLeaseProvider implements LeaseProvider {
 
   static async open(options: RedisLeaseOptions): Promise<RedisLeaseProvider> {
     const provider = new RedisLeaseProvider(options);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("no answer within 5 s")), 5000);
+    });
     try {
-      await provider.redis.connect();
+      await Promise.race([provider.redis.connect().then(() => provider.redis.ping()), timeout]);
     } catch (error) {
       provider.redis.disconnect();
       throw new LockUnavailableError(options.url, error instanceof Error ? error.message : String(error));
+    } finally {
+      clearTimeout(timer);
     }
     return provider;
   }
@@ -68,25 +106,27 @@ export class RedisLeaseProvider implements LeaseProvider {
   }
 
   async acquire(shard: string): Promise<Lease> {
-    const key = this.key(shard);
-    let pause = 2;
+    const keys = [this.key(shard), `h5nest:${this.namespace}:fence`, "h5nest:epoch"];
+    let pause = 1;
     for (;;) {
-      const token = await this.command(() => this.redis.incr(`h5nest:${this.namespace}:fence`));
       const start = now();
-      const value = `${this.owner} ${token}`;
-      const set = await this.command(() => this.redis.set(key, value, "PX", this.termMs, "NX"));
-      if (set === "OK") return { shard, owner: this.owner, token, deadline: deadlineAfter(start, this.termMs) };
+      const answer = Number(await this.command(() => this.redis.eval(ACQUIRE, 3, ...keys, this.owner, this.termMs)));
+      if (answer > 0) return { shard, owner: this.owner, token: answer, termMs: this.termMs, deadline: deadlineAfter(start, this.termMs) };
+      if (answer < 0) {
+        await sleep(-answer); // Redis is new to us: earlier leases may still live
+        continue;
+      }
       // Held by another owner: wait for its release or expiry.
       await sleep(pause);
-      pause = Math.min(pause * 2, 50);
+      pause = Math.min(pause * 2, 16);
     }
   }
 
   async renew(lease: Lease): Promise<void> {
     const start = now();
-    const renewed = await this.command(() => this.redis.eval(RENEW, 1, this.key(lease.shard), `${lease.owner} ${lease.token}`, this.termMs));
+    const renewed = await this.command(() => this.redis.eval(RENEW, 1, this.key(lease.shard), `${lease.owner} ${lease.token}`, lease.termMs));
     if (renewed !== 1) throw new LeaseLostError(lease.shard, "the lease expired or belongs to another owner");
-    deadlineAfter(start, this.termMs, lease.deadline);
+    deadlineAfter(start, lease.termMs, lease.deadline);
   }
 
   async release(lease: Lease): Promise<void> {

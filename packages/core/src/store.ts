@@ -5,6 +5,7 @@
  * writes that wait for a shard into its next commit.
  */
 import fs from "node:fs/promises";
+import path from "node:path";
 import { type Lease, type LeaseProvider, LocalLeaseProvider, RedisLeaseProvider, ShardScheduler } from "@h5nest/coordinator";
 import { ChunkTooLargeError, type CommitRequest, type CommitResult, MAX_DATASET_BYTES, WorkerPool } from "@h5nest/workers";
 import { ArrayCatalog } from "./arrays.js";
@@ -99,9 +100,10 @@ export class H5NestedStore {
     }
     if (lock) {
       try {
+        const realRoot = await fs.realpath(store.root); // one store, one lease namespace, whatever the path
         store.leases = lock.redis
-          ? await RedisLeaseProvider.open({ url: lock.redis, namespace: store.root, termMs: lock.leaseMs })
-          : await LocalLeaseProvider.open({ storeRoot: store.root, termMs: lock.leaseMs });
+          ? await RedisLeaseProvider.open({ url: lock.redis, namespace: realRoot, termMs: lock.leaseMs })
+          : await LocalLeaseProvider.open({ storeRoot: realRoot, termMs: lock.leaseMs });
       } catch (error) {
         await store.pool.close();
         throw error;
@@ -183,10 +185,11 @@ export class H5NestedStore {
   private async execute(owner: string, ops: WriteOp[], grant: number): Promise<void> {
     if (!this.leases) return this.apply(owner, ops, grant, null);
     const leases = this.leases;
-    const lease = await leases.acquire(owner);
+    // Lease names are relative to the store, so every path to it names the same lease.
+    const lease = await leases.acquire(path.relative(this.root, owner));
     const renewal = setInterval(() => {
       leases.renew(lease).catch(() => clearInterval(renewal)); // the deadline then stops moving
-    }, Math.max(100, Math.floor(leases.termMs / 3)));
+    }, Math.max(100, Math.floor(lease.termMs / 3)));
     try {
       await this.apply(owner, ops, lease.token, lease);
     } finally {
