@@ -137,3 +137,14 @@ test("flush() waits for writes that were not awaited", async (t) => {
   await store.flush();
   for (let i = 0; i < 50; i++) assert.deepEqual(await store.get(`/img/0/0/1/${i >> 4}/${i & 15}`), chunkBytes(i));
 });
+
+test("fsync: true writes shards and raw files that read back the same", async (t) => {
+  const { root, store, array } = await arrayStore(t, { fsync: true });
+  await zarr.set(array, [0, 0, 0, null, null], 4);
+  await store.set("/img/0/0/0/2/3", chunkBytes(8)); // a small write: a raw file
+  assert.ok((await filesUnder(root)).includes("img/0/0/0/2/3"));
+  await store.flush();
+  assert.deepEqual(await store.get("/img/0/0/0/2/3"), chunkBytes(8));
+  assert.deepEqual(await store.get("/img/0/0/0/2/4"), chunkBytes(4));
+  assert.deepEqual(await filesUnder(root), [".zgroup", "img/.zarray", "img/0/0/0.h5"]);
+});

@@ -9,8 +9,7 @@ import path from "node:path";
 import { ChunkTooLargeError, CorruptShardError, LeaseExpiredError, WriteFailedError, writeFailed } from "./errors.js";
 import {
   type FileIdentity,
-  fsyncFile,
-  fsyncFolder,
+  fsyncPath,
   identityOf,
   isMissing,
   partialName,
@@ -161,14 +160,14 @@ function commitShard(request: CommitRequest): CommitResult {
       }
     }
     builder.close();
-    if (request.fsync) fsyncFile(partial);
+    if (request.fsync) fsyncPath(partial);
     assertLease(request, shardPath);
     if (builder.count === 0) {
       fs.rmSync(partial, { force: true });
       removeFile(shardPath);
     } else {
       fs.renameSync(partial, shardPath);
-      if (request.fsync) fsyncFolder(path.dirname(shardPath));
+      if (request.fsync) fsyncPath(path.dirname(shardPath));
     }
   } catch (error) {
     builder?.abandon();

@@ -49,18 +49,9 @@ export function readFileOrUndefined(file: string): Uint8Array | undefined {
   }
 }
 
-/** fsyncs a folder so that a rename inside it survives power loss. */
-export function fsyncFolder(folder: string): void {
-  const fd = fs.openSync(folder, "r");
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-export function fsyncFile(file: string): void {
-  const fd = fs.openSync(file, "r");
+/** fsyncs a file, or a folder so that a rename inside it survives power loss. */
+export function fsyncPath(target: string): void {
+  const fd = fs.openSync(target, "r");
   try {
     fs.fsyncSync(fd);
   } finally {
@@ -88,7 +79,7 @@ export function writeFileAtomic(target: string, bytes: Uint8Array, fsync: boolea
     }
     beforeRename();
     fs.renameSync(temp, target);
-    if (fsync) fsyncFolder(folder);
+    if (fsync) fsyncPath(folder);
   } catch (error) {
     fs.rmSync(temp, { force: true });
     if (error instanceof LeaseExpiredError) throw error;
