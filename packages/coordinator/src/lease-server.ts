@@ -31,8 +31,8 @@ interface Waiter {
 }
 
 const monotonicMs = () => Number(process.hrtime.bigint()) / 1e6;
-/** Slack added to the recorded horizon so that it is rewritten rarely. */
-const HORIZON_SLACK_MS = 5_000;
+/** Slack added to the recorded horizon so that it is rewritten rarely (but a takeover waits little longer). */
+const horizonSlackMs = (termMs: number) => Math.min(5_000, termMs / 2);
 
 /**
  * What a server leaves for its successor. While it runs: `leasesUntil`, a
@@ -221,7 +221,7 @@ export class LeaseServer {
   private recordHorizon(termMs: number): void {
     const needed = Date.now() + termMs;
     if (needed <= this.horizon) return;
-    this.horizon = needed + HORIZON_SLACK_MS;
+    this.horizon = needed + horizonSlackMs(this.options.maxTermMs);
     writeState(this.options.stateFile, { leasesUntil: this.horizon });
   }
 

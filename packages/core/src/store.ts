@@ -6,7 +6,7 @@
  */
 import fs from "node:fs/promises";
 import path from "node:path";
-import { type Lease, type LeaseProvider, LocalLeaseProvider, RedisLeaseProvider, ShardScheduler } from "@h5nest/coordinator";
+import { type Lease, LeaseLostError, type LeaseProvider, LocalLeaseProvider, RedisLeaseProvider, ShardScheduler } from "@h5nest/coordinator";
 import { ChunkTooLargeError, type CommitRequest, type CommitResult, MAX_DATASET_BYTES, WorkerPool } from "@h5nest/workers";
 import { ArrayCatalog } from "./arrays.js";
 import { InvalidValueError, NotAStoreError, StoreClosedError } from "./errors.js";
@@ -188,7 +188,11 @@ export class H5NestedStore {
     // Lease names are relative to the store, so every path to it names the same lease.
     const lease = await leases.acquire(path.relative(this.root, owner));
     const renewal = setInterval(() => {
-      leases.renew(lease).catch(() => clearInterval(renewal)); // the deadline then stops moving
+      leases.renew(lease).catch((error: unknown) => {
+        // Lost for good: the deadline stops moving, and the commit fails before
+        // its rename if it outlasts it. A server going away may come back: retry.
+        if (error instanceof LeaseLostError) clearInterval(renewal);
+      });
     }, Math.max(100, Math.floor(lease.termMs / 3)));
     try {
       await this.apply(owner, ops, lease.token, lease);
