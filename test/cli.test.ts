@@ -287,3 +287,15 @@ test(
     }
   },
 );
+
+test("h5nest demo (npm start) builds, consolidates, verifies and reads back a store, keeping it when given a folder", async (t) => {
+  const dir = await tempDir(t);
+  const args = ["demo", dir];
+  const run = await h5nest(args, 120_000);
+  assert.equal(run.code, 0, describeRun(args, run));
+  assert.doesNotMatch(run.stdout, /MISMATCH|CORRUPT/, describeRun(args, run));
+  assert.equal([...run.stdout.matchAll(/every value matches/g)].length, 4, describeRun(args, run));
+  assert.match(run.stdout, /moved 2080 chunks .* into 40 shards/);
+  assert.ok(await exists(path.join(dir, "demo.zarr/raw/img/0/0/0.h5")), "the store stays in the folder given");
+  assert.ok(await exists(path.join(dir, "demo.zarr/raw/direct/0/0/7.h5")), "the direct write made shards");
+});
