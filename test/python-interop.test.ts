@@ -16,20 +16,11 @@ import { createV2Array, H5NestedStore } from "h5nest";
 import * as zarr from "zarrita";
 import { cOrderBytes, collect, listFiles, sha256, sumOf } from "./helpers/arrays.ts";
 import { fillArray, makeChunk, PY_VALUES } from "./helpers/data.ts";
-import { placement, PY_READ, type PyReadReport } from "./helpers/py-store.ts";
+import { type CompressorName, type NestedSpec, placement, PY_READ, type PyReadReport } from "./helpers/py-store.ts";
 import { h5dump, python, pythonJson, requirePython } from "./helpers/python.ts";
 import { tempDir } from "./helpers/tmp.ts";
 
-type CompressorName = "none" | "zlib" | "blosc";
-
-interface Spec {
-  path: string;
-  shape: number[];
-  chunks: number[];
-  dtype: string;
-  compressor: CompressorName;
-  fill: number;
-}
+type Spec = Omit<NestedSpec, "firstAxis">;
 
 /** The numcodecs configs Python zarr writes into .zarray for each compressor name. */
 const COMPRESSOR_CONFIGS: Record<CompressorName, Record<string, string | number> | null> = {
