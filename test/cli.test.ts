@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
-import type { StoreInfo } from "h5nest";
+import { createV2Array, H5NestedStore, type StoreInfo } from "h5nest";
+import * as zarr from "zarrita";
 import { listFiles } from "./helpers/arrays.ts";
 import { describeRun, exists, fileState, h5nest, jsonLines, mapLimit } from "./helpers/cli.ts";
 import { isMetadataKey, makeNestedStore, NESTED_SPECS, placement } from "./helpers/py-store.ts";
@@ -298,4 +299,22 @@ test("h5nest demo (npm start) builds, consolidates, verifies and reads back a st
   assert.match(run.stdout, /moved 2080 chunks .* into 40 shards/);
   assert.ok(await exists(path.join(dir, "demo.zarr/raw/img/0/0/0.h5")), "the store stays in the folder given");
   assert.ok(await exists(path.join(dir, "demo.zarr/raw/direct/0/0/7.h5")), "the direct write made shards");
+});
+
+test("consolidate --lock takes shard leases from the server of a store open elsewhere with distributedLock", async (t) => {
+  const root = path.join(await tempDir(t), "store");
+  const raw = await H5NestedStore.open(root, { workers: 1, writeDirect: false });
+  const array = await createV2Array(raw, "img", { shape: [1, 1, 4, 64, 64], chunks: [1, 1, 1, 32, 32], dtype: "<u2", compressor: null });
+  await zarr.set(array, null, 9);
+  await raw.close();
+  // This process serves the leases; the CLI must connect to it and finish.
+  const writer = await H5NestedStore.open(root, { workers: 1, distributedLock: { leaseMs: 2000 } });
+  t.after(() => writer.close());
+  const args = ["consolidate", root, "--lock", "--workers", "1", "--json"];
+  const run = await h5nest(args, 60_000);
+  assert.equal(run.code, 0, describeRun(args, run));
+  assert.equal(jsonLines(run.stdout).at(-1)!.chunks, 16, describeRun(args, run));
+  const files = await listFiles(root);
+  assert.deepEqual(files.filter((f) => f.endsWith(".h5")).sort(), ["img/0/0/0.h5", "img/0/0/1.h5", "img/0/0/2.h5", "img/0/0/3.h5"]);
+  assert.deepEqual(await writer.get("/img/0/0/3/1/1"), new Uint8Array(new Uint16Array(32 * 32).fill(9).buffer));
 });

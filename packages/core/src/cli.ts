@@ -17,6 +17,8 @@ interface StoreFlags {
   workers?: number;
   fsync?: boolean;
   json?: boolean;
+  lock?: boolean;
+  redis?: string;
 }
 
 function positiveInteger(text: string): number {
@@ -38,6 +40,8 @@ function storeOptions(command: Command): Command {
     .option("--ext <ext>", "shard file extension", ".h5")
     .addOption(new Option("--workers <n>", "worker threads (default: available cores, at most 64)").argParser(positiveInteger))
     .option("--fsync", "fsync files and folders around every rename", false)
+    .option("--lock", "take shard leases like writers opened with distributedLock: true (same machine)", false)
+    .option("--redis <url>", "take shard leases in Redis, like writers opened with distributedLock: { redis }")
     .option("--json", "print JSON lines instead of text", false);
 }
 
@@ -48,6 +52,7 @@ async function openStore(dir: string, flags: StoreFlags): Promise<H5NestedStore>
     containerExt: flags.ext ?? ".h5",
     fsync: flags.fsync ?? false,
     ...(flags.workers ? { workers: flags.workers } : {}),
+    ...(flags.redis ? { distributedLock: { redis: flags.redis } } : flags.lock ? { distributedLock: true } : {}),
   };
   resolveOptions(options); // a bad flag is a usage error, whatever the path
   const stat = await fs.stat(dir).catch((error: NodeJS.ErrnoException) => {
