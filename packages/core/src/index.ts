@@ -1,5 +1,6 @@
 import "./codecs.js";
-export { H5NestedStore, FOLD_RATIO } from "./store.js";
+export { H5NestedStore } from "./store.js";
+export { FOLD_RATIO } from "./shard-writer.js";
 export type { H5NestedStoreOptions, DistributedLockOptions } from "./options.js";
 export type {
   ArraySummary,
