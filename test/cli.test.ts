@@ -310,7 +310,11 @@ test("consolidate --lock takes shard leases from the server of a store open else
   // This process serves the leases; the CLI must connect to it and finish.
   const writer = await H5NestedStore.open(root, { workers: 1, distributedLock: { leaseMs: 2000 } });
   t.after(() => writer.close());
-  const args = ["consolidate", root, "--lock", "--workers", "1", "--json"];
+  const bad = ["consolidate", root, "--lock", "--lease-ms", "500"];
+  const refused = await h5nest(bad);
+  assert.equal(refused.code, 2, describeRun(bad, refused));
+  assert.match(refused.stderr, /distributedLock\.leaseMs/);
+  const args = ["consolidate", root, "--lock", "--lease-ms", "2000", "--workers", "1", "--json"];
   const run = await h5nest(args, 60_000);
   assert.equal(run.code, 0, describeRun(args, run));
   assert.equal(jsonLines(run.stdout).at(-1)!.chunks, 16, describeRun(args, run));

@@ -19,6 +19,7 @@ interface StoreFlags {
   json?: boolean;
   lock?: boolean;
   redis?: string;
+  leaseMs?: number;
 }
 
 function positiveInteger(text: string): number {
@@ -42,6 +43,7 @@ function storeOptions(command: Command): Command {
     .option("--fsync", "fsync files and folders around every rename", false)
     .option("--lock", "take shard leases like writers opened with distributedLock: true (same machine)", false)
     .option("--redis <url>", "take shard leases in Redis, like writers opened with distributedLock: { redis }")
+    .addOption(new Option("--lease-ms <ms>", "lease term with --lock or --redis (default 10000)").argParser(positiveInteger))
     .option("--json", "print JSON lines instead of text", false);
 }
 
@@ -52,7 +54,9 @@ async function openStore(dir: string, flags: StoreFlags): Promise<H5NestedStore>
     containerExt: flags.ext ?? ".h5",
     fsync: flags.fsync ?? false,
     ...(flags.workers ? { workers: flags.workers } : {}),
-    ...(flags.redis ? { distributedLock: { redis: flags.redis } } : flags.lock ? { distributedLock: true } : {}),
+    ...(flags.redis || flags.lock
+      ? { distributedLock: { ...(flags.redis ? { redis: flags.redis } : {}), ...(flags.leaseMs ? { leaseMs: flags.leaseMs } : {}) } }
+      : {}),
   };
   resolveOptions(options); // a bad flag is a usage error, whatever the path
   const stat = await fs.stat(dir).catch((error: NodeJS.ErrnoException) => {
