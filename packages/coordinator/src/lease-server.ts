@@ -107,11 +107,6 @@ export class LeaseServer {
     return leaseServer;
   }
 
-  /** Milliseconds until the first grant (a takeover waiting out earlier leases). */
-  get waitMs(): number {
-    return Math.max(0, this.notBefore - monotonicMs());
-  }
-
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -40,7 +40,8 @@ export class ArrayCatalog {
   }
 }
 
-async function readJson(file: string): Promise<Record<string, unknown> | null> {
+/** A JSON object read from `file`, or null (missing, unreadable, not an object). */
+export async function readJson(file: string): Promise<Record<string, unknown> | null> {
   try {
     const parsed: unknown = JSON.parse(await fs.readFile(file, "utf8"));
     return typeof parsed === "object" && parsed !== null ? (parsed as Record<string, unknown>) : null;

@@ -40,6 +40,11 @@ export function isTempName(name: string): boolean {
   return TEMP_SUFFIX.test(name);
 }
 
+/** The path a temporary file was meant to become (`x.<hex>.partial` -> `x`). */
+export function finalPathOfTemp(file: string): string {
+  return file.replace(TEMP_SUFFIX, "");
+}
+
 /** Normalises a container extension: ".h5" and "h5" both give ".h5". */
 export function normalizeExt(ext: string): string {
   return ext.startsWith(".") ? ext : `.${ext}`;

@@ -6,7 +6,7 @@
  */
 import fs from "node:fs/promises";
 import { CorruptShardError, type CommitResult, type ShardReport } from "@h5nest/workers";
-import type { ArrayCatalog } from "./arrays.js";
+import { type ArrayCatalog, readJson } from "./arrays.js";
 import { InvalidKeyError } from "./errors.js";
 import { canWriteToShard, type Layout } from "./layout.js";
 import { walkFiles } from "./walk.js";
@@ -262,14 +262,6 @@ export interface StoreInfo {
   reclaimableBytes: number;
   tempFiles: number;
   unreadableShards: ShardError[];
-}
-
-async function readJson(file: string): Promise<Record<string, unknown> | null> {
-  try {
-    return JSON.parse(await fs.readFile(file, "utf8")) as Record<string, unknown>;
-  } catch {
-    return null;
-  }
 }
 
 async function describeArray(store: StoreInternals, file: string, name: string): Promise<ArraySummary | null> {

@@ -9,7 +9,7 @@ import { LocalLeaseProvider, RedisLeaseProvider, ShardScheduler } from "@h5nest/
 import { ChunkTooLargeError, type CommitResult, MAX_DATASET_BYTES, WorkerPool } from "@h5nest/workers";
 import { ArrayCatalog } from "./arrays.js";
 import { InvalidValueError, NotAStoreError, StoreClosedError } from "./errors.js";
-import { canWriteToShard, chunksPerShard, Layout, type Location } from "./layout.js";
+import { canWriteToShard, chunksPerShard, finalPathOfTemp, Layout, type Location } from "./layout.js";
 import { type H5NestedStoreOptions, type ResolvedOptions, resolveOptions } from "./options.js";
 import { readFileOrUndefined, statOrNull } from "./raw-files.js";
 import { ReadBatcher } from "./read-batcher.js";
@@ -188,7 +188,7 @@ export class H5NestedStore {
 
   /** A temporary file belongs to the owner of the file it was meant to become. */
   private ownerOfTemp(file: string): string {
-    const final = file.replace(/\.[0-9a-f]{32}\.partial$/, "");
+    const final = finalPathOfTemp(file);
     if (final.endsWith(this.layout.ext)) return final;
     try {
       return ownerOf(this.layout.locate(this.layout.keyOfFile(final)));

@@ -55,12 +55,6 @@ class HeapBuffer {
     }
     return this.pointer;
   }
-
-  release(): void {
-    if (this.pointer) hdf5()._free(this.pointer);
-    this.pointer = 0;
-    this.capacity = 0;
-  }
 }
 
 const scratch = new HeapBuffer();
@@ -217,9 +211,4 @@ export class ShardBuilder {
       // The partial file is deleted next; its content does not matter.
     }
   }
-}
-
-/** Frees the scratch buffer (tests and shutdown). */
-export function releaseScratch(): void {
-  scratch.release();
 }
