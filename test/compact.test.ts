@@ -1,7 +1,7 @@
 /**
  * `h5nest compact` (child process): HDF5 never reclaims the space of a
  * deleted dataset, and the Python store deletes and recreates a dataset on
- * every overwrite (FORMAT.md section 4), so its shards only grow. Compaction
+ * every overwrite (docs/format.md section 4), so its shards only grow. Compaction
  * rewrites the shards whose dead space reaches --min-waste, keeps every
  * key's bytes, and leaves the other shards alone.
  */

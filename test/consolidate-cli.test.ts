@@ -259,7 +259,7 @@ test(
       () => true,
       () => false,
     );
-    assert.equal(left, false, "FORMAT.md: folders left empty are removed");
+    assert.equal(left, false, "docs/format.md: folders left empty are removed");
     assert.deepEqual(shards, [], "no shard was folded");
   },
 );

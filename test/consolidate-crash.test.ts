@@ -1,7 +1,7 @@
 /**
  * kill -9 `h5nest consolidate` at random moments, again and again, on the
  * same store. After every kill each key reads its original bytes, in this
- * project (a fresh H5NestedStore: keys() and get()) and in Python (FORMAT.md's
+ * project (a fresh H5NestedStore: keys() and get()) and in Python (docs/format.md's
  * read path: raw file first, else h5py `f[dataset][()].tobytes()` in the
  * shard), and keys() lists exactly the original keys. A last run finishes:
  * exit 0, no raw chunk file left in the shardable arrays, no `.partial` file.

@@ -6,7 +6,7 @@
  *      arrays, raw/zlib/blosc, one array inside the group "v1.2").
  * Afterwards h5nest, Python zarr + h5py (H5_Nested_Store's read path) and
  * h5dump read every value exactly as before, and the file tree is what
- * FORMAT.md sections 3, 5 and 7 say.
+ * docs/format.md sections 3, 5 and 7 say.
  */
 import assert from "node:assert/strict";
 import fs from "node:fs/promises";
@@ -29,7 +29,7 @@ interface Manifest {
 
 const manifest = JSON.parse(await fs.readFile(path.join(FIXTURE, "manifest.json"), "utf8")) as Manifest;
 
-/** Arrays whose chunks h5nest puts into shards (FORMAT.md section 7: at least D = 3 dimensions, no '.' in the path). */
+/** Arrays whose chunks h5nest puts into shards (docs/format.md section 7: at least D = 3 dimensions, no '.' in the path). */
 const FIXTURE_SHARDABLE = ["raw/img5d", "raw/vol3d", "sparse/s4d"];
 
 function arrayOfKey(key: string, arrays: string[]): string | undefined {

@@ -1,5 +1,5 @@
 /**
- * The pure key -> file mapping (FORMAT.md sections 1, 3 and 7): Layout,
+ * The pure key -> file mapping (docs/format.md sections 1, 3 and 7): Layout,
  * canWriteToShard, keySegments, normalizeExt, isTempName. No I/O.
  */
 import assert from "node:assert/strict";
@@ -49,7 +49,7 @@ interface ShardCase {
 const LEGACY = "<legacy>";
 
 const SHARD_CASES: ShardCase[] = [
-  // FORMAT.md section 3, literal examples (D = 3).
+  // docs/format.md section 3, literal examples (D = 3).
   { depth: 3, key: "arr/0/0/4/3/7", shard: "arr/0/0/4.h5", dataset: "3.7", note: "5-D v2 example" },
   { depth: 3, key: "grp/img/c/2/5/9", shard: "grp/img/c/2.h5", dataset: "5.9", note: "3-D v3 example" },
   { depth: 3, key: "grp/arr/0/1", shard: "grp/arr.h5", dataset: "0.1", note: "2-D array: shard beside its folder" },
@@ -280,7 +280,7 @@ describe("inverse mappings", () => {
     }
   });
 
-  test("keyOf of the FORMAT.md examples", () => {
+  test("keyOf of the docs/format.md examples", () => {
     const l = layout(3);
     assert.equal(l.keyOf(inRoot("arr/0/0/4") + ".h5", "3.7"), "arr/0/0/4/3/7");
     assert.equal(l.keyOf(inRoot("grp/img/c/2") + ".h5", "5.9"), "grp/img/c/2/5/9");

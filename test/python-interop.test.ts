@@ -177,7 +177,7 @@ test("a) arrays written by h5nest (writeDirect) read back in Python zarr, h5py a
     for (const [shard, info] of Object.entries(report.shards)) {
       for (const [dataset, d] of Object.entries(info.datasets)) {
         fromH5py.add(`${shard}:${dataset}`);
-        // h5nest writes 1-D uint8 (h5wasm cannot write OPAQUE): FORMAT.md section 4.
+        // h5nest writes 1-D uint8 (h5wasm cannot write OPAQUE): docs/format.md section 4.
         assert.equal(d.dtype, "|u1", `${shard}:${dataset}`);
         assert.deepEqual(d.shape, [d.bytes], `${shard}:${dataset}`);
       }

@@ -196,7 +196,7 @@ export async function checkWithH5nest(root: string, manifest: Map<string, string
 }
 
 /**
- * FORMAT.md's read path in Python (what H5_Nested_Store does): the raw file
+ * docs/format.md's read path in Python (what H5_Nested_Store does): the raw file
  * if there is one, else dataset '<last D-1 segments joined by .>' of the
  * shard '<other segments><ext>', read with h5py as f[name][()].tobytes().
  * HDF5 errors are reported, not turned into missing chunks.

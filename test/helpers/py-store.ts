@@ -2,7 +2,7 @@
  * Python scripts shared by the interoperability tests: a read-only mini
  * H5_Nested_Store (raw file first, then the shard), a reader that reports
  * arrays through it and every shard dataset through h5py, and a builder of
- * stores written by Python zarr's NestedDirectoryStore. Plus FORMAT.md's
+ * stores written by Python zarr's NestedDirectoryStore. Plus docs/format.md's
  * placement arithmetic, computed independently of the library.
  */
 import { listFiles } from "./arrays.ts";
@@ -11,7 +11,7 @@ import { pythonJson } from "./python.ts";
 /**
  * A read-only MutableMapping with H5_Nested_Store's read path: the raw file
  * first, then dataset '<last D-1 segments joined by .>' of the shard
- * '<the other segments>.h5' (FORMAT.md section 3), read as
+ * '<the other segments>.h5' (docs/format.md section 3), read as
  * f[name][()].tobytes(). Unlike H5_Nested_Store it lets HDF5 errors through
  * instead of turning them into missing chunks (fill values).
  */
@@ -100,7 +100,7 @@ export interface PyReadReport {
   shards: Record<string, { superblock: number; datasets: Record<string, { sha256: string; bytes: number; dtype: string; shape: number[] }> }>;
 }
 
-/** FORMAT.md section 3: the shard file (relative to the store) and dataset of a chunk key. */
+/** docs/format.md section 3: the shard file (relative to the store) and dataset of a chunk key. */
 export function placement(key: string, depth = 3, ext = ".h5"): { shard: string; dataset: string } {
   const segments = key.split("/");
   const kept = segments.length - (depth - 1);
@@ -174,7 +174,7 @@ export async function writeNestedDirectoryStore(root: string, specs: NestedSpec[
 /**
  * The NestedDirectoryStore test store: arrays of 1 to 5 dimensions, raw,
  * zlib and blosc, one partly written, one at the root, and one inside the
- * group "v1.2" (its chunks must stay raw files: FORMAT.md section 7).
+ * group "v1.2" (its chunks must stay raw files: docs/format.md section 7).
  */
 export const NESTED_SPECS: (NestedSpec & { sharded: boolean })[] = [
   { path: "line1", shape: [50], chunks: [8], dtype: "<f8", compressor: "zlib", fill: 0, sharded: false },

@@ -56,3 +56,15 @@ export class NotAStoreError extends Error {
     super(`${path} is not a store: ${reason}`);
   }
 }
+
+/** A byte range given to getRange() that is not one (negative, fractional, missing fields). */
+export class InvalidRangeError extends Error {
+  override readonly name = "InvalidRangeError";
+  readonly code = "H5NEST_INVALID_RANGE";
+  constructor(
+    readonly key: string,
+    reason: string,
+  ) {
+    super(`invalid range for key ${JSON.stringify(key)}: ${reason}`);
+  }
+}

@@ -1,5 +1,5 @@
 /**
- * Where a key lives on disk (FORMAT.md sections 1, 3 and 7). Pure: no I/O.
+ * Where a key lives on disk (docs/format.md sections 1, 3 and 7). Pure: no I/O.
  * Every path computation of the project goes through this module.
  */
 import path from "node:path";
@@ -159,7 +159,7 @@ export function chunksPerShard(array: ArrayInfo, depth: number): number | null {
 }
 
 /**
- * FORMAT.md section 7: a chunk is written into a shard only when its key is a
+ * docs/format.md section 7: a chunk is written into a shard only when its key is a
  * real chunk key of `array`, no segment holds a '.', and the shard file lies
  * inside the array's own folder. Everything else stays a raw file.
  */

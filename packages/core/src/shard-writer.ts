@@ -156,7 +156,7 @@ export class ShardWriter {
     const folderStat = await statOrNull(rawFolder);
     const listed = folderStat?.isDirectory() ? await listRawChunks(this.layout, rawFolder) : { chunks: [], partials: [] };
     const partials = listed.partials;
-    // Only chunks that may live in this shard are folded (FORMAT.md section 7).
+    // Only chunks that may live in this shard are folded (docs/format.md section 7).
     const chunks: typeof listed.chunks = [];
     for (const chunk of listed.chunks) {
       if (await this.shardWritable(this.layout.locate(this.layout.keyOfFile(chunk.rawPath)))) chunks.push(chunk);

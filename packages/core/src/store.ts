@@ -6,13 +6,13 @@
  */
 import fs from "node:fs/promises";
 import { LocalLeaseProvider, RedisLeaseProvider, ShardScheduler } from "@h5nest/coordinator";
-import { ChunkTooLargeError, type CommitResult, MAX_DATASET_BYTES, WorkerPool } from "@h5nest/workers";
+import { ChunkTooLargeError, type CommitResult, MAX_DATASET_BYTES, type ReadItem, WorkerPool } from "@h5nest/workers";
 import { ArrayCatalog } from "./arrays.js";
-import { InvalidValueError, NotAStoreError, StoreClosedError } from "./errors.js";
+import { InvalidRangeError, InvalidValueError, NotAStoreError, StoreClosedError } from "./errors.js";
 import { canWriteToShard, chunksPerShard, finalPathOfTemp, Layout, type Location } from "./layout.js";
 import { type H5NestedStoreOptions, type ResolvedOptions, resolveOptions } from "./options.js";
 import { readFileOrUndefined, statOrNull } from "./raw-files.js";
-import { ReadBatcher } from "./read-batcher.js";
+import { type RangeQuery, ReadBatcher } from "./read-batcher.js";
 import {
   type CompactOptions,
   type CompactSummary,
@@ -49,7 +49,7 @@ export class H5NestedStore {
     this.layout = new Layout({ root, depth: options.consolidateDepth, ext: options.containerExt });
     this.root = this.layout.root;
     this.pool = new WorkerPool({ threads: options.workers });
-    this.reader = new ReadBatcher(this.pool);
+    this.reader = new ReadBatcher((items) => this.pool.read(items));
     this.arrays = new ArrayCatalog(this.root);
     this.writer = new ShardWriter(this.root, this.layout, this.pool, this.arrays, this.options);
     this.scheduler = new ShardScheduler<WriteOp>({
@@ -66,14 +66,10 @@ export class H5NestedStore {
     const existing = await statOrNull(dir);
     if (existing && !existing.isDirectory()) throw new NotAStoreError(dir, "it is not a folder");
     if (!existing) await fs.mkdir(dir, { recursive: true });
+    // The worker threads (h5wasm) start on the first write, fallback read or
+    // maintenance job: a store that only reads never waits for them.
     const store = new H5NestedStore(dir, resolved);
     const lock = resolved.distributedLock;
-    try {
-      await store.pool.ready();
-    } catch (error) {
-      await store.pool.close();
-      throw error;
-    }
     if (lock) {
       try {
         const realRoot = await fs.realpath(store.root); // one store, one lease namespace, whatever the path
@@ -94,13 +90,31 @@ export class H5NestedStore {
     options?.signal?.throwIfAborted();
     const location = this.layout.locate(key);
     if (location.kind === "meta") return readFileOrUndefined(location.rawPath);
+    return this.reader.read(this.readItem(location));
+  }
+
+  /**
+   * Part of the bytes stored under `key` (zarrita's form: `{offset, length}`
+   * or `{suffixLength}`), clamped to the value; undefined when the key does
+   * not exist. One positioned read, for raw files and shard datasets alike.
+   */
+  async getRange(key: string, range: RangeQuery, options?: { signal?: AbortSignal }): Promise<Uint8Array | undefined> {
+    this.assertOpen();
+    options?.signal?.throwIfAborted();
+    checkRange(key, range);
+    const location = this.layout.locate(key);
+    if (location.kind === "meta") return this.reader.read({ rawPath: location.rawPath, shardPath: null, dataset: "", rawFolder: null }, range);
+    return this.reader.read(this.readItem(location), range);
+  }
+
+  private readItem(location: Extract<Location, { kind: "chunk" }>): ReadItem {
     const shard = location.shard;
-    return this.reader.read({
+    return {
       rawPath: location.rawPath,
       shardPath: shard?.path ?? null,
       dataset: shard?.dataset ?? "",
       rawFolder: shard ? this.layout.rawFolderOf(shard.path) : null,
-    });
+    };
   }
 
   /**
@@ -129,7 +143,13 @@ export class H5NestedStore {
   /** Streams every key once (optionally only those starting with `prefix`): raw files and shard datasets. */
   keys(prefix = ""): AsyncGenerator<string> {
     this.assertOpen();
-    return walkKeys(this.layout, (shardPath) => this.pool.listShard(shardPath), prefix.replace(/^\//, ""));
+    return walkKeys(this.layout, (shardPath) => this.listShard(shardPath), prefix.replace(/^\//, ""));
+  }
+
+  /** Dataset names of a shard, from the index (h5wasm only for a shard it cannot decode). */
+  private async listShard(shardPath: string): Promise<string[]> {
+    const names = this.reader.datasetsOf(shardPath);
+    return names ?? this.pool.listShard(shardPath);
   }
 
   /** Waits for every write, then folds raw files written for small updates into their shards. */
@@ -147,6 +167,7 @@ export class H5NestedStore {
       await this.flush();
     } finally {
       this.closed = true;
+      this.reader.close();
       await this.pool.close();
       await this.writer.leases?.close();
     }
@@ -234,6 +255,16 @@ export class H5NestedStore {
 /** The unit of ownership: a chunk's shard (even one never written), else the file itself. */
 function ownerOf(location: Location): string {
   return location.kind === "chunk" && location.shard ? location.shard.path : location.rawPath;
+}
+
+function checkRange(key: string, range: RangeQuery): void {
+  const valid = (n: unknown) => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
+  if (typeof range !== "object" || range === null) throw new InvalidRangeError(key, "not an object");
+  if ("suffixLength" in range) {
+    if (!valid(range.suffixLength)) throw new InvalidRangeError(key, "suffixLength must be a non-negative integer");
+  } else if (!valid(range.offset) || !valid(range.length)) {
+    throw new InvalidRangeError(key, "offset and length must be non-negative integers");
+  }
 }
 
 function isMetadata(key: string): boolean {

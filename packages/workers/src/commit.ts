@@ -21,6 +21,7 @@ import {
   writeFileAtomic,
 } from "./files.js";
 import { ShardBuilder, ShardFile } from "./hdf5.js";
+import { closeIndexed, type IndexedShard, isPlaced, openIndexed, type Placed, readPlaced } from "./indexed-shards.js";
 import { evictShard, openShardCached } from "./read.js";
 
 export interface ChunkPut {
@@ -122,8 +123,7 @@ function commitShard(request: CommitRequest): CommitResult {
   for (const put of request.puts) replaced.add(put.dataset);
   for (const ref of request.deletes) replaced.add(ref.dataset);
 
-  evictShard(shardPath); // a cached handle would share (possibly stale) HDF5 state with this open
-  const existing = statOrNull(shardPath) ? ShardFile.open(shardPath) : null;
+  const existing = openIndexed(shardPath);
   const partial = partialName(shardPath);
   const absorbed: { rawPath: string; identity: FileIdentity }[] = [];
   let foldedBytes = 0;
@@ -151,14 +151,7 @@ function commitShard(request: CommitRequest): CommitResult {
       builder.add(ref.dataset, raw.bytes);
       written.add(ref.dataset);
     }
-    if (existing) {
-      for (const dataset of existing.datasets()) {
-        if (replaced.has(dataset) || written.has(dataset)) continue;
-        const bytes = existing.read(dataset);
-        if (bytes) builder.add(dataset, bytes);
-        written.add(dataset);
-      }
-    }
+    if (existing) copyKept(existing, (dataset) => !replaced.has(dataset) && !written.has(dataset), (dataset, bytes) => builder!.add(dataset, bytes));
     builder.close();
     if (request.fsync) fsyncPath(partial);
     assertLease(request, shardPath);
@@ -176,7 +169,7 @@ function commitShard(request: CommitRequest): CommitResult {
     if (error instanceof ChunkTooLargeError) throw error;
     throw writeFailed(shardPath, error);
   } finally {
-    existing?.close();
+    closeIndexed(existing);
   }
 
   const removed: string[] = [];
@@ -204,6 +197,63 @@ function commitShard(request: CommitRequest): CommitResult {
     foldedBytes,
     swept: request.sweep.length,
   };
+}
+
+/** Bytes of kept datasets read at a time: the commit never holds a whole shard. */
+const COPY_BATCH_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Copies the datasets of `shard` that `keep` accepts: by byte range where the
+ * index places them, through h5wasm for the rest (or for a shard the index
+ * cannot decode).
+ */
+function copyKept(shard: IndexedShard, keep: (dataset: string) => boolean, add: (dataset: string, bytes: Uint8Array) => void): void {
+  let h5: ShardFile | null = null;
+  const viaHdf5 = (dataset: string) => {
+    if (!h5) {
+      evictShard(shard.path); // a cached handle would share (possibly stale) HDF5 state with this open
+      h5 = ShardFile.open(shard.path);
+    }
+    const bytes = h5.read(dataset);
+    if (bytes) add(dataset, bytes);
+  };
+  try {
+    if (!shard.index) {
+      viaHdf5Names(shard.path).filter(keep).forEach(viaHdf5);
+      return;
+    }
+    let batch: { dataset: string; place: Placed }[] = [];
+    let batchBytes = 0;
+    const flush = () => {
+      const bytes = readPlaced(shard, batch.map((b) => b.place));
+      batch.forEach((b, i) => add(b.dataset, bytes[i]!));
+      batch = [];
+      batchBytes = 0;
+    };
+    for (const [dataset, place] of shard.index.datasets) {
+      if (!keep(dataset)) continue;
+      if (!isPlaced(place)) {
+        viaHdf5(dataset);
+        continue;
+      }
+      if (batchBytes + place.length > COPY_BATCH_BYTES && batch.length > 0) flush();
+      batch.push({ dataset, place });
+      batchBytes += place.length;
+    }
+    if (batch.length > 0) flush();
+  } finally {
+    (h5 as ShardFile | null)?.close();
+  }
+}
+
+function viaHdf5Names(file: string): string[] {
+  evictShard(file);
+  const h5 = ShardFile.open(file);
+  try {
+    return h5.datasets();
+  } finally {
+    h5.close();
+  }
 }
 
 function readRaw(rawPath: string): { bytes: Uint8Array; identity: FileIdentity } | null {

@@ -22,20 +22,35 @@ function unwrap<T>(result: TaskResult<T>): T {
   throw fromWire(result.error);
 }
 
+/**
+ * Threads start on first use: a store that only reads through the shard
+ * index never loads HDF5.
+ */
 export class WorkerPool {
-  private readonly piscina: Piscina;
+  private started: Piscina | undefined;
+  private closed = false;
   readonly threads: number;
 
   constructor(options: WorkerPoolOptions) {
     this.threads = options.threads;
-    this.piscina = new Piscina({
+  }
+
+  /** Whether any thread was started. */
+  get running(): boolean {
+    return this.started !== undefined;
+  }
+
+  private get piscina(): Piscina {
+    if (this.closed) throw new Error("the worker pool is closed");
+    this.started ??= new Piscina({
       filename: new URL("./worker.js", import.meta.url).href,
-      minThreads: options.threads,
-      maxThreads: options.threads,
+      minThreads: this.threads,
+      maxThreads: this.threads,
       idleTimeout: Number.POSITIVE_INFINITY,
       // Every task is synchronous: one at a time per thread.
       concurrentTasksPerWorker: 1,
     });
+    return this.started;
   }
 
   /** Resolves when every thread has started and loaded HDF5 (fails early if they cannot). */
@@ -74,6 +89,7 @@ export class WorkerPool {
   }
 
   async close(): Promise<void> {
-    await this.piscina.close();
+    this.closed = true;
+    await this.started?.close();
   }
 }
