@@ -102,12 +102,18 @@ import sys, h5py, numpy as np
 with h5py.File(sys.argv[1], "a") as f:
     del f["0.1"]
     f.create_dataset("0.1", data=np.full(256, 7, dtype="<u2").view(np.uint8))
-    f.create_dataset("new", data=np.void(b"hello"))
+    del f["0.2"]
+    f.create_dataset("0.2", data=np.void(b"hello"))
+    f.create_dataset("new", data=np.arange(3, dtype=np.uint8))
 `,
     [shard],
   );
-  assert.deepEqual(await store.get("img/0/0/0/0/1"), chunkBytes(7), "the replaced dataset");
-  assert.deepEqual(await store.get("img/0/0/0/0/2"), chunkBytes(5), "an untouched dataset");
+  assert.deepEqual(await store.get("img/0/0/0/0/1"), chunkBytes(7), "the dataset replaced with one of the same size");
+  assert.deepEqual(await store.get("img/0/0/0/0/2"), new TextEncoder().encode("hello"), "the dataset replaced with a shorter one");
+  assert.deepEqual(await store.get("img/0/0/0/0/3"), chunkBytes(5), "an untouched dataset");
+  const keys: string[] = [];
+  for await (const key of store.keys("img/0/0/0/")) keys.push(key);
+  assert.ok(keys.includes("img/0/0/0/new"), "the added dataset is listed");
 });
 
 test("datasets the index cannot place (chunked, gzip) are read through h5wasm", async (t) => {
