@@ -17,6 +17,10 @@ export interface BenchArgs {
   consolidate: boolean;
   /** Skip the consolidate benchmark in a default run. */
   noConsolidate: boolean;
+  /** Run the store-level benchmark only (it also runs by default, last, unless --no-store). */
+  store: boolean;
+  /** Skip the store-level benchmark in a default run. */
+  noStore: boolean;
   /** Also consolidate once at `chunks` and at `consolidateScaleChunks` and compare peak RSS (implies --consolidate). */
   consolidateScale: boolean;
   consolidateScaleChunks: number;
@@ -39,9 +43,12 @@ const USAGE = `usage: npm run bench -- [options]
                        true or Redis vs 1 process without a lock; instead of the main one)
   --consolidate        run only the consolidate benchmark (by default it runs after the main one)
   --no-consolidate     skip the consolidate benchmark in a default run
+  --store              run only the store-level benchmark (store.get/set: h5nest vs FileSystemStore, Map,
+                       Python stores; 8 KiB and 1 MiB chunks; by default it runs after the consolidate one)
+  --no-store           skip the store-level benchmark in a default run
   --consolidate-scale  consolidate benchmark plus single runs at --chunks and at 65536 chunks: peak RSS as the store grows
   --consolidate-scale-chunks N  the larger store of --consolidate-scale, multiple of 256 (default 65536)
-  --with-main          with --memory, --distributed or --consolidate[-scale]: run the main benchmark as well
+  --with-main          with --memory, --distributed, --consolidate[-scale] or --store: run the main benchmark as well
   --memory-planes N    z-planes of 1024x1024 uint16 in the memory benchmark (default 1024 = 2 GiB)
   --memory-inflight K  planes written concurrently in the memory benchmark (default 1)
   --workers N          h5nest worker threads (default: h5nest's default, the available cores)
@@ -68,6 +75,8 @@ export function parseArgs(argv: string[]): BenchArgs {
     distributed: false,
     consolidate: false,
     noConsolidate: false,
+    store: false,
+    noStore: false,
     consolidateScale: false,
     consolidateScaleChunks: 65536,
     memoryPlanes: 1024,
@@ -104,6 +113,12 @@ export function parseArgs(argv: string[]): BenchArgs {
         break;
       case "--no-consolidate":
         args.noConsolidate = true;
+        break;
+      case "--store":
+        args.store = true;
+        break;
+      case "--no-store":
+        args.noStore = true;
         break;
       case "--consolidate-scale":
         args.consolidate = true;

@@ -21,9 +21,9 @@ import * as zarr from "zarrita";
 import { describe, provenance, rebuiltSince } from "./provenance.js";
 import { PYTHON } from "./python.js";
 import { type RssReport, RssSampler } from "./rss.js";
-import { pairedRatio, type Stat, stat } from "./stats.js";
+import { pairedRatio, rotate, type Stat, stat } from "./stats.js";
 import { formatTable, mib, num, range, ratio } from "./table.js";
-import { ARRAY_PATH, assertSameValues, CHUNK_BYTES, CHUNK_EDGE, CHUNKS_PER_PLANE, fillValues, PLANE, type TempRoot } from "./workloads.js";
+import { ARRAY_PATH, assertSameValues, CHUNK_BYTES, CHUNK_EDGE, CHUNKS_PER_PLANE, chunkBytesOf, fillValues, mainGrid, MemoryStore, PLANE, type TempRoot } from "./workloads.js";
 
 const run = promisify(execFile);
 const PY_SCRIPT = path.join(import.meta.dirname, "consolidate_py.py");
@@ -104,23 +104,9 @@ async function forEachBounded<T>(items: AsyncIterable<T> | Iterable<T>, limit: n
   if (failure) throw failure;
 }
 
-/** The encoded bytes of chunk (z, cy, cx): 64 rows of 64 little-endian uint16, the values of workloads.ts. */
+/** The encoded bytes of chunk (z, cy, cx) of the main array (64 x 64 uint16, the values of workloads.ts). */
 function chunkBytes(z: number, cy: number, cx: number): Uint8Array {
-  const values = new Uint16Array(CHUNK_EDGE * CHUNK_EDGE);
-  for (let r = 0; r < CHUNK_EDGE; r++) {
-    fillValues(values.subarray(r * CHUNK_EDGE, (r + 1) * CHUNK_EDGE), z * PLANE * PLANE + (cy * CHUNK_EDGE + r) * PLANE + cx * CHUNK_EDGE);
-  }
-  return new Uint8Array(values.buffer);
-}
-
-class MemoryStore {
-  readonly map = new Map<string, Uint8Array>();
-  get(key: string): Uint8Array | undefined {
-    return this.map.get(key);
-  }
-  async set(key: string, value: Uint8Array): Promise<void> {
-    this.map.set(key, value);
-  }
+  return chunkBytesOf(mainGrid(z + 1), z, cy, cx);
 }
 
 function arrayOptions(planes: number): V2ArrayOptions {
@@ -458,11 +444,6 @@ export interface ConsolidateReport {
   scale: ScalePoint[] | string | null;
   /** Set when packages/*\/dist changed during the run. */
   rebuilt: string | null;
-}
-
-function rotate<T>(items: T[], by: number): T[] {
-  const k = by % items.length;
-  return [...items.slice(k), ...items.slice(0, k)];
 }
 
 async function freeBytes(dir: string): Promise<number> {

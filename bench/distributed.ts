@@ -17,7 +17,7 @@ import * as zarr from "zarrita";
 import type { IngestJob } from "./ingest-child.js";
 import { describe, provenance, rebuiltSince } from "./provenance.js";
 import { startBenchRedis } from "./redis.js";
-import { pairedRatio, type Stat, stat } from "./stats.js";
+import { pairedRatio, rotate, type Stat, stat } from "./stats.js";
 import { formatTable, mib, num, range, ratio } from "./table.js";
 import { ARRAY_PATH, assertSameValues, type TempRoot, type Workload } from "./workloads.js";
 
@@ -225,11 +225,6 @@ async function runOnce(v: DistributedVariant, ctx: Context): Promise<Distributed
     await Promise.all(writers.map((w) => w.exit));
     await ctx.temp.remove(dir);
   }
-}
-
-function rotate<T>(items: T[], by: number): T[] {
-  const k = by % items.length;
-  return [...items.slice(k), ...items.slice(0, k)];
 }
 
 export async function runDistributedBench(

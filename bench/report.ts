@@ -105,6 +105,9 @@ export function summarize(variants: Variant[], rounds: Rounds, w: Workload, h5St
   measured("h5nest writeDirect warm read / plain fs read", "h5nest-direct", "fs", "warm", "read");
   measured("h5nest raw-files  write / plain fs write", "h5nest-raw", "fs", "write");
   measured("h5nest raw-files  read  / plain fs read", "h5nest-raw", "fs", "read");
+  measured("h5nest writeDirect write / zarrita->Map write", "h5nest-direct", "zarrita-map", "write");
+  measured("h5nest writeDirect read  / zarrita->Map read", "h5nest-direct", "zarrita-map", "read");
+  measured("h5nest writeDirect warm read / zarrita->Map read", "h5nest-direct", "zarrita-map", "warm", "read");
   measured("h5nest writeDirect write / Python NDS write", "h5nest-direct", "py-nds", "write");
   measured("h5nest writeDirect read  / Python NDS read", "h5nest-direct", "py-nds", "read");
   measured("h5nest raw-files  write / Python NDS write", "h5nest-raw", "py-nds", "write");

@@ -13,16 +13,14 @@ import { describe, provenance, rebuiltSince } from "./provenance.js";
 import { pythonVariants } from "./python.js";
 import { type MainReport, renderMain, type Rounds, summarize } from "./report.js";
 import { gcAvailable } from "./rss.js";
+import { rotate } from "./stats.js";
+import { runStoreBench, STORE_WORKLOADS } from "./store-bench.js";
+import { renderStore, type StoreReport } from "./store-report.js";
 import { encodeWorkload, NODE_VARIANTS, type RunContext, type Variant } from "./variants.js";
 import { makeWorkload, TempRoot } from "./workloads.js";
 
 function log(message: string): void {
   process.stderr.write(`${message}\n`);
-}
-
-function rotate<T>(items: T[], by: number): T[] {
-  const k = by % items.length;
-  return [...items.slice(k), ...items.slice(0, k)];
 }
 
 async function runMain(args: ReturnType<typeof parseArgs>, temp: TempRoot): Promise<{ report: MainReport; text: string; failed: boolean }> {
@@ -92,10 +90,10 @@ async function main(): Promise<number> {
   process.once("SIGINT", cleanup);
   process.once("SIGTERM", cleanup);
   try {
-    const json: { main?: MainReport; memory?: MemoryOutcome; distributed?: DistributedOutcome; consolidate?: ConsolidateReport } = {};
+    const json: { main?: MainReport; memory?: MemoryOutcome; distributed?: DistributedOutcome; consolidate?: ConsolidateReport; store?: StoreReport } = {};
     const texts: string[] = [];
     let failed = false;
-    const defaultRun = !args.memory && !args.distributed && !args.consolidate;
+    const defaultRun = !args.memory && !args.distributed && !args.consolidate && !args.store;
     if (defaultRun || args.withMain) {
       const main = await runMain(args, temp);
       json.main = main.report;
@@ -112,6 +110,17 @@ async function main(): Promise<number> {
       } catch (error) {
         failed = true;
         texts.push(`*** FAILED consolidate benchmark: ${error instanceof Error ? error.message : String(error)} ***`);
+      }
+    }
+    if (args.store || (defaultRun && !args.noStore)) {
+      log(`store-level benchmark: ${STORE_WORKLOADS.map((w) => w.label).join(" and ")}, ${args.rounds} rounds ...`);
+      try {
+        json.store = await runStoreBench(temp, args.rounds, args.workers);
+        texts.push(renderStore(json.store));
+        failed ||= json.store.failed;
+      } catch (error) {
+        failed = true;
+        texts.push(`*** FAILED store-level benchmark: ${error instanceof Error ? error.message : String(error)} ***`);
       }
     }
     if (args.memory) {

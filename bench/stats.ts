@@ -30,3 +30,9 @@ export function pairedRatio(a: (number | null)[], b: (number | null)[]): Stat | 
   }
   return stat(ratios);
 }
+
+/** `items` rotated left by `by`: rounds rotate the order of the variants. */
+export function rotate<T>(items: T[], by: number): T[] {
+  const k = by % items.length;
+  return [...items.slice(k), ...items.slice(0, k)];
+}

@@ -9,7 +9,7 @@ import { performance } from "node:perf_hooks";
 import { createV2Array, H5NestedStore } from "h5nest";
 import * as zarr from "zarrita";
 import { type RssReport, RssSampler } from "./rss.js";
-import { ARRAY_PATH, assertSameValues, type TempRoot, type Workload } from "./workloads.js";
+import { ARRAY_PATH, assertSameValues, MemoryStore, type TempRoot, type Workload } from "./workloads.js";
 
 export interface VariantRun {
   /** Timed write: see the variant's `writeTimed`. */
@@ -52,17 +52,6 @@ const V2_OPTIONS = { dtype: "<u2", compressor: null, fillValue: 0 } as const;
 
 function since(start: number): number {
   return performance.now() - start;
-}
-
-/** A Map behind zarrita's store interface: zarrita's own cost, no I/O. */
-class MemoryStore {
-  readonly map = new Map<string, Uint8Array>();
-  get(key: string): Uint8Array | undefined {
-    return this.map.get(key);
-  }
-  async set(key: string, value: Uint8Array): Promise<void> {
-    this.map.set(key, value);
-  }
 }
 
 async function writeThroughZarrita(store: zarr.Readable & zarr.AsyncWritable, w: Workload): Promise<U16Array> {

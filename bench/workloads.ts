@@ -57,6 +57,62 @@ export function makeWorkload(chunkCount: number): Workload {
   };
 }
 
+/**
+ * A 5-D uint16 array [1,1,planes,height,width] in chunks
+ * [1,1,1,chunkHeight,chunkWidth], values of fillValues(): with
+ * consolidateDepth 3, one z-plane is one shard.
+ */
+export interface Grid {
+  planes: number;
+  height: number;
+  width: number;
+  chunkHeight: number;
+  chunkWidth: number;
+}
+
+/** The main workload's grid: 1024 x 1024 planes in 64 x 64 chunks (8 KiB, 256 a plane). */
+export function mainGrid(planes: number): Grid {
+  return { planes, height: PLANE, width: PLANE, chunkHeight: CHUNK_EDGE, chunkWidth: CHUNK_EDGE };
+}
+
+/** The encoded bytes of chunk (z, cy, cx) without compressor: its rows of little-endian uint16, as zarrita writes them. */
+export function chunkBytesOf(g: Grid, z: number, cy: number, cx: number): Uint8Array {
+  const values = new Uint16Array(g.chunkHeight * g.chunkWidth);
+  for (let r = 0; r < g.chunkHeight; r++) {
+    const first = (z * g.height + cy * g.chunkHeight + r) * g.width + cx * g.chunkWidth;
+    fillValues(values.subarray(r * g.chunkWidth, (r + 1) * g.chunkWidth), first);
+  }
+  return new Uint8Array(values.buffer);
+}
+
+/** A Map behind zarrita's store interface: no I/O, the floor of any store. */
+export class MemoryStore {
+  readonly map = new Map<string, Uint8Array>();
+  get(key: string): Uint8Array | undefined {
+    return this.map.get(key);
+  }
+  async set(key: string, value: Uint8Array): Promise<void> {
+    this.map.set(key, value);
+  }
+}
+
+/** 0..count-1 shuffled by a seeded PRNG (mulberry32): the same order in every run. */
+export function seededOrder(count: number, seed: number): number[] {
+  let a = seed >>> 0;
+  const next = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const order = Array.from({ length: count }, (_, i) => i);
+  for (let i = count - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  return order;
+}
+
 /** Throws unless `got` holds exactly the same values as `want`. */
 export function assertSameValues(label: string, got: ArrayBufferView, want: ArrayBufferView): void {
   const a = Buffer.from(got.buffer, got.byteOffset, got.byteLength);
