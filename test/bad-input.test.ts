@@ -573,7 +573,6 @@ describe("(e) public API", () => {
       "InvalidOptionError",
       "InvalidRangeError",
       "InvalidValueError",
-      "LIBVER_BOUNDS",
       "Layout",
       "LeaseExpiredError",
       "LeaseLostError",

@@ -18,6 +18,6 @@ export { Layout, canWriteToShard, keySegments, isTempName, normalizeExt } from "
 export type { LayoutOptions, Location, ShardLocation, ShardPlacement, ArrayInfo } from "./layout.js";
 export { InvalidKeyError, InvalidOptionError, InvalidRangeError, InvalidValueError, NotAStoreError, StoreClosedError } from "./errors.js";
 export type { RangeQuery } from "./read-batcher.js";
-export { CorruptShardError, ChunkTooLargeError, LeaseExpiredError, WriteFailedError, LIBVER_BOUNDS, MAX_DATASET_BYTES } from "@h5nest/workers";
+export { CorruptShardError, ChunkTooLargeError, LeaseExpiredError, WriteFailedError, MAX_DATASET_BYTES } from "@h5nest/workers";
 export { LeaseLostError, LockUnavailableError } from "@h5nest/coordinator";
 export { createV2Array, type V2ArrayOptions } from "./v2.js";

@@ -20,8 +20,10 @@ import {
   statOrNull,
   writeFileAtomic,
 } from "./files.js";
-import { ShardBuilder, ShardFile } from "./hdf5.js";
-import { closeIndexed, type IndexedShard, isPlaced, openIndexed, type Placed, readPlaced } from "./indexed-shards.js";
+import { ShardFile } from "./hdf5.js";
+import { type ShardSource, writeShardFile } from "./shard-file.js";
+import { MAX_DATASET_BYTES } from "./limits.js";
+import { closeIndexed, type IndexedShard, isPlaced, openIndexed } from "./indexed-shards.js";
 import { evictShard, openShardCached } from "./read.js";
 
 export interface ChunkPut {
@@ -127,43 +129,42 @@ function commitShard(request: CommitRequest): CommitResult {
   const partial = partialName(shardPath);
   const absorbed: { rawPath: string; identity: FileIdentity }[] = [];
   let foldedBytes = 0;
-  let builder: ShardBuilder | undefined;
+  let count = 0;
   try {
+    const sources: ShardSource[] = [];
+    const taken = new Set<string>();
+    for (const put of request.puts) {
+      if (put.bytes.byteLength > MAX_DATASET_BYTES) throw new ChunkTooLargeError(`${shardPath}:${put.dataset}`, put.bytes.byteLength, MAX_DATASET_BYTES);
+      sources.push({ name: put.dataset, length: put.bytes.byteLength, bytes: put.bytes });
+      taken.add(put.dataset);
+    }
+    for (const ref of request.fold) {
+      const stat = statOrNull(ref.rawPath);
+      if (!stat?.isFile()) continue;
+      // Absorbed raw files are removed after the rename, even when a newer
+      // put replaced their dataset: otherwise they would shadow it.
+      const identity = identityOf(stat);
+      absorbed.push({ rawPath: ref.rawPath, identity });
+      foldedBytes += stat.size;
+      if (replaced.has(ref.dataset) || taken.has(ref.dataset)) continue;
+      sources.push({ name: ref.dataset, length: stat.size, rawPath: ref.rawPath, identity });
+      taken.add(ref.dataset);
+    }
+    if (existing) sources.push(...keptSources(existing, (dataset) => !replaced.has(dataset) && !taken.has(dataset)));
+    count = sources.length;
     try {
       fs.mkdirSync(path.dirname(shardPath), { recursive: true });
-      builder = new ShardBuilder(partial);
     } catch (error) {
       throw writeFailed(partial, error);
     }
-    const written = new Set<string>();
-    for (const put of request.puts) {
-      builder.add(put.dataset, put.bytes);
-      written.add(put.dataset);
-    }
-    for (const ref of request.fold) {
-      const raw = readRaw(ref.rawPath);
-      if (!raw) continue;
-      // Absorbed raw files are removed after the rename, even when a newer
-      // put replaced their dataset: otherwise they would shadow it.
-      absorbed.push({ rawPath: ref.rawPath, identity: raw.identity });
-      foldedBytes += raw.bytes.byteLength;
-      if (replaced.has(ref.dataset) || written.has(ref.dataset)) continue;
-      builder.add(ref.dataset, raw.bytes);
-      written.add(ref.dataset);
-    }
-    if (existing) copyKept(existing, (dataset) => !replaced.has(dataset) && !written.has(dataset), (dataset, bytes) => builder!.add(dataset, bytes));
-    builder.close();
-    if (request.fsync) fsyncPath(partial);
+    if (count > 0) writeShardFile(partial, sources, existing, request.fsync);
     assertLease(request, shardPath);
-    if (builder.count === 0) {
-      fs.rmSync(partial, { force: true });
-      removeFile(shardPath);
-    } else {
+    if (count === 0) removeFile(shardPath);
+    else {
       fs.renameSync(partial, shardPath);
       if (request.fsync) fsyncPath(path.dirname(shardPath));
     }
   } catch (error) {
-    builder?.abandon();
     fs.rmSync(partial, { force: true });
     if (error instanceof CorruptShardError || error instanceof WriteFailedError || error instanceof LeaseExpiredError) throw error;
     if (error instanceof ChunkTooLargeError) throw error;
@@ -187,7 +188,6 @@ function commitShard(request: CommitRequest): CommitResult {
   if (request.rawFolder && removed.length > 0) removeEmptyFolders(removed, request.rawFolder);
   if (request.rawFolder && request.pruneRawFolder) removeEmptyTree(request.rawFolder);
 
-  const count = builder?.count ?? 0;
   return {
     target: "shard",
     datasets: count,
@@ -199,15 +199,13 @@ function commitShard(request: CommitRequest): CommitResult {
   };
 }
 
-/** Bytes of kept datasets read at a time: the commit never holds a whole shard. */
-const COPY_BATCH_BYTES = 16 * 1024 * 1024;
-
 /**
- * Copies the datasets of `shard` that `keep` accepts: by byte range where the
- * index places them, through h5wasm for the rest (or for a shard the index
- * cannot decode).
+ * Kept datasets of the old shard: byte ranges where the index places them;
+ * read through h5wasm now for the rest (or for a shard the index cannot
+ * decode), which is rare and one dataset at a time.
  */
-function copyKept(shard: IndexedShard, keep: (dataset: string) => boolean, add: (dataset: string, bytes: Uint8Array) => void): void {
+function keptSources(shard: IndexedShard, keep: (dataset: string) => boolean): ShardSource[] {
+  const sources: ShardSource[] = [];
   let h5: ShardFile | null = null;
   const viaHdf5 = (dataset: string) => {
     if (!h5) {
@@ -215,32 +213,19 @@ function copyKept(shard: IndexedShard, keep: (dataset: string) => boolean, add: 
       h5 = ShardFile.open(shard.path);
     }
     const bytes = h5.read(dataset);
-    if (bytes) add(dataset, bytes);
+    if (bytes) sources.push({ name: dataset, length: bytes.byteLength, bytes });
   };
   try {
     if (!shard.index) {
       viaHdf5Names(shard.path).filter(keep).forEach(viaHdf5);
-      return;
+      return sources;
     }
-    let batch: { dataset: string; place: Placed }[] = [];
-    let batchBytes = 0;
-    const flush = () => {
-      const bytes = readPlaced(shard, batch.map((b) => b.place));
-      batch.forEach((b, i) => add(b.dataset, bytes[i]!));
-      batch = [];
-      batchBytes = 0;
-    };
     for (const [dataset, place] of shard.index.datasets) {
       if (!keep(dataset)) continue;
-      if (!isPlaced(place)) {
-        viaHdf5(dataset);
-        continue;
-      }
-      if (batchBytes + place.length > COPY_BATCH_BYTES && batch.length > 0) flush();
-      batch.push({ dataset, place });
-      batchBytes += place.length;
+      if (isPlaced(place)) sources.push({ name: dataset, length: place.length, place });
+      else viaHdf5(dataset);
     }
-    if (batch.length > 0) flush();
+    return sources;
   } finally {
     (h5 as ShardFile | null)?.close();
   }
@@ -253,28 +238,5 @@ function viaHdf5Names(file: string): string[] {
     return h5.datasets();
   } finally {
     h5.close();
-  }
-}
-
-function readRaw(rawPath: string): { bytes: Uint8Array; identity: FileIdentity } | null {
-  let fd: number;
-  try {
-    fd = fs.openSync(rawPath, "r");
-  } catch (error) {
-    if (isMissing(error)) return null;
-    throw error;
-  }
-  try {
-    const identity = identityOf(fs.fstatSync(fd));
-    const bytes = Buffer.allocUnsafe(identity.size);
-    let offset = 0;
-    while (offset < identity.size) {
-      const n = fs.readSync(fd, bytes, offset, identity.size - offset, offset);
-      if (n === 0) break;
-      offset += n;
-    }
-    return { bytes: bytes.subarray(0, offset), identity };
-  } finally {
-    fs.closeSync(fd);
   }
 }

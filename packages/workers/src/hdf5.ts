@@ -1,6 +1,7 @@
 /**
  * The only module that talks to h5wasm. It speaks our words: open a shard,
- * list and read its datasets, build a new shard file.
+ * list and read its datasets. It is the reader of last resort (datasets the
+ * shard index cannot place) and the independent check of `verify`.
  */
 import h5wasm from "h5wasm/node";
 import type { Metadata } from "h5wasm/node";
@@ -154,61 +155,4 @@ function byteLength(metadata: Metadata): number | null {
   if (metadata.type === H5T_OPAQUE && shape.length === 0) return metadata.size;
   if (metadata.type === H5T_INTEGER && metadata.size === 1 && shape.length === 1) return shape[0]!;
   return null;
-}
-
-/** A new shard file being written (always a fresh `.partial` file, never a live shard). */
-export class ShardBuilder {
-  private readonly fileId: bigint;
-  private open = true;
-  count = 0;
-  bytes = 0;
-
-  constructor(readonly path: string) {
-    const m = hdf5();
-    // Numeric form of LIBVER_BOUNDS.
-    this.fileId = m.open(path, m.H5F_ACC_TRUNC, false, m.H5F_LIBVER_V18, m.H5F_LIBVER_V110);
-  }
-
-  /** Adds `dataset` as a contiguous 1-D uint8 dataset holding exactly `bytes`. */
-  add(dataset: string, bytes: Uint8Array): void {
-    if (bytes.byteLength > MAX_DATASET_BYTES) {
-      throw new ChunkTooLargeError(`${this.path}:${dataset}`, bytes.byteLength, MAX_DATASET_BYTES);
-    }
-    const m = hdf5();
-    const length = BigInt(bytes.byteLength);
-    const pointer = scratch.reserve(Math.max(bytes.byteLength, 1));
-    m.HEAPU8.set(bytes, pointer);
-    m.create_dataset(this.fileId, `/${dataset}`, BigInt(pointer), {
-      type: H5T_INTEGER,
-      size: 1,
-      signed: false,
-      littleEndian: true,
-      vlen: false,
-      total_size: bytes.byteLength,
-      shape: [length],
-      maxshape: [length],
-      chunks: null,
-      compression: 0,
-      compression_opts: [],
-      track_order: false,
-    } as Parameters<H5Module["create_dataset"]>[3]);
-    this.count += 1;
-    this.bytes += bytes.byteLength;
-  }
-
-  /** Closes the file so that HDF5 writes all its metadata. */
-  close(): void {
-    if (!this.open) return;
-    this.open = false;
-    hdf5().close_file(this.fileId);
-  }
-
-  /** Closes without caring about errors: used on the failure path before deleting the file. */
-  abandon(): void {
-    try {
-      this.close();
-    } catch {
-      // The partial file is deleted next; its content does not matter.
-    }
-  }
 }

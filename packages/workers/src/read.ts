@@ -5,6 +5,7 @@
 import { CorruptShardError, toWire, type WireError } from "./errors.js";
 import { type FileIdentity, identityOf, readFileOrUndefined, sameIdentity, statOrNull } from "./files.js";
 import { ShardFile } from "./hdf5.js";
+import { closeIndexed, isPlaced, openIndexed, readPlaced } from "./indexed-shards.js";
 
 export interface ReadItem {
   rawPath: string;
@@ -91,7 +92,9 @@ export interface ShardReport {
 
 /**
  * Opens a shard and measures it. With `readData`, every dataset is read in
- * full (and dropped), which is how `verify` finds damage that an open misses.
+ * full through h5wasm and, independently, through the shard index, and the
+ * two must agree byte for byte: this is how `verify` finds damage that an
+ * open misses, and how it checks the index against HDF5.
  */
 export function inspectShard(shardPath: string, readData: boolean): ShardReport {
   const stat = statOrNull(shardPath);
@@ -99,7 +102,31 @@ export function inspectShard(shardPath: string, readData: boolean): ShardReport 
   if (!stat || !shard) throw new CorruptShardError(shardPath, "the file disappeared");
   let liveBytes = 0;
   const names = shard.datasets();
-  for (const name of names) liveBytes += (readData ? shard.read(name)?.byteLength : shard.byteLength(name)) ?? 0;
+  if (!readData) {
+    for (const name of names) liveBytes += shard.byteLength(name) ?? 0;
+    return { file: shardPath, fileBytes: stat.size, datasets: names.length, liveBytes };
+  }
+  const indexed = openIndexed(shardPath);
+  try {
+    const places = indexed?.index?.datasets;
+    if (indexed && places) {
+      const listed = [...places.keys()].filter((name) => places.get(name) && !("unplaced" in places.get(name)!)).sort();
+      const missing = listed.filter((name) => !shard.has(name));
+      if (missing.length > 0) throw new CorruptShardError(shardPath, `the index lists ${missing[0]} but HDF5 does not`);
+    }
+    for (const name of names) {
+      const bytes = shard.read(name);
+      liveBytes += bytes?.byteLength ?? 0;
+      const place = places?.get(name);
+      if (!indexed || !places || !place || !isPlaced(place)) continue;
+      const [viaIndex] = readPlaced(indexed, [place]);
+      if (!bytes || !Buffer.from(viaIndex!).equals(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))) {
+        throw new CorruptShardError(shardPath, `dataset ${name}: the shard index and HDF5 read different bytes`);
+      }
+    }
+  } finally {
+    closeIndexed(indexed);
+  }
   return { file: shardPath, fileBytes: stat.size, datasets: names.length, liveBytes };
 }
 
