@@ -93,8 +93,38 @@ export function commit(request: CommitRequest): CommitResult {
   return request.target === "raw" ? commitRaw(request) : commitShard(request);
 }
 
+/**
+ * Whether this commit will read the old shard through h5wasm: only when the
+ * index cannot place a dataset it keeps (or cannot decode the shard at all).
+ * The worker loads HDF5 only then.
+ */
+export function commitNeedsHdf5(request: CommitRequest): boolean {
+  if (request.target === "raw" && !request.verifyShard) return false;
+  let shard: IndexedShard | null;
+  try {
+    shard = openIndexed(request.shardPath);
+  } catch {
+    return false; // the commit itself reports the damage
+  }
+  try {
+    if (!shard) return false;
+    if (!shard.index) return true;
+    if (request.target === "raw") return false;
+    const replaced = new Set([...request.puts.map((p) => p.dataset), ...request.deletes.map((d) => d.dataset)]);
+    for (const [name, place] of shard.index.datasets) if (!isPlaced(place) && !replaced.has(name)) return true;
+    return false;
+  } finally {
+    closeIndexed(shard);
+  }
+}
+
 function commitRaw(request: CommitRequest): CommitResult {
-  if (request.verifyShard) openShardCached(request.shardPath);
+  // A write is never accepted beside a shard that could not be folded later.
+  if (request.verifyShard) {
+    const shard = openIndexed(request.shardPath);
+    closeIndexed(shard);
+    if (shard && !shard.index) openShardCached(request.shardPath);
+  }
   let rawBytes = 0;
   const folders = new Set<string>();
   for (const put of request.puts) {

@@ -15,6 +15,10 @@ type H5Module = Awaited<typeof h5wasm.ready>;
 
 let module: H5Module | undefined;
 
+export function hdf5Loaded(): boolean {
+  return module !== undefined;
+}
+
 /** Loads the HDF5 WebAssembly module once per thread, with errors thrown instead of printed. */
 export async function initHdf5(): Promise<void> {
   if (module) return;

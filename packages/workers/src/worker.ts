@@ -6,12 +6,13 @@
 import fs from "node:fs";
 import { threadId } from "node:worker_threads";
 import { Piscina } from "piscina";
-import { commit, type CommitRequest, type CommitResult } from "./commit.js";
+import { commit, commitNeedsHdf5, type CommitRequest, type CommitResult } from "./commit.js";
 import { toWire, type WireError } from "./errors.js";
-import { initHdf5 } from "./hdf5.js";
+import { hdf5Loaded, initHdf5 } from "./hdf5.js";
 import { inspectShard, listShard, type ReadItem, type ReadOutcome, readChunks, type ShardReport } from "./read.js";
 
-await initHdf5();
+// HDF5 (h5wasm) loads on the first task that needs it: commits write shards
+// in TypeScript and read old ones through the index, so most never do.
 
 export type TaskResult<T> = { ok: true; value: T } | { ok: false; error: WireError };
 
@@ -26,7 +27,8 @@ function attempt<T>(work: () => T): TaskResult<T> {
 /** Ownership trace for tests: one JSON line per commit with its start and end (monotonic ns). */
 const traceFile = process.env.H5NEST_TRACE_FILE;
 
-export function commitTask(request: CommitRequest): TaskResult<CommitResult> {
+export async function commitTask(request: CommitRequest): Promise<TaskResult<CommitResult>> {
+  if (!hdf5Loaded() && commitNeedsHdf5(request)) await initHdf5();
   const start = process.hrtime.bigint();
   const result = attempt(() => commit(request));
   if (traceFile) {
@@ -42,7 +44,8 @@ export function commitTask(request: CommitRequest): TaskResult<CommitResult> {
  * whole ArrayBuffer are transferred (Node pools small Buffers: detaching a
  * pool would corrupt others); the rest are copied as usual.
  */
-export function readTask(items: ReadItem[]): unknown {
+export async function readTask(items: ReadItem[]): Promise<unknown> {
+  await initHdf5();
   const outcomes = readChunks(items);
   const buffers = new Set<ArrayBuffer>();
   for (const outcome of outcomes) {
@@ -54,15 +57,18 @@ export function readTask(items: ReadItem[]): unknown {
   return Piscina.move(transferable as unknown as Parameters<typeof Piscina.move>[0]);
 }
 
-/** Resolves once this thread has loaded HDF5 (module evaluation awaited initHdf5). */
-export function pingTask(): number {
+/** Resolves once this thread has loaded HDF5. */
+export async function pingTask(): Promise<number> {
+  await initHdf5();
   return threadId;
 }
 
-export function listTask(shardPath: string): TaskResult<string[]> {
+export async function listTask(shardPath: string): Promise<TaskResult<string[]>> {
+  await initHdf5();
   return attempt(() => listShard(shardPath));
 }
 
-export function inspectTask(request: { shardPath: string; readData: boolean }): TaskResult<ShardReport> {
+export async function inspectTask(request: { shardPath: string; readData: boolean }): Promise<TaskResult<ShardReport>> {
+  await initHdf5();
   return attempt(() => inspectShard(request.shardPath, request.readData));
 }
