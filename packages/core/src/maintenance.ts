@@ -32,6 +32,7 @@ export interface StoreInternals {
  * a shard is rewritten a little later.
  */
 export function compactedSize(report: ShardReport): number {
+  if (report.compactedBytes !== undefined) return report.compactedBytes;
   return report.liveBytes + 2048 + 400 * report.datasets + (report.datasets > 8 ? 4096 : 0);
 }
 

@@ -19,6 +19,8 @@ import {
   type ReadItem,
   type ReadResult,
   readPlaced,
+  type ShardReport,
+  shardImageSize,
 } from "@h5nest/workers";
 
 /** zarrita's range request: `length` bytes at `offset`, or the last `suffixLength` bytes. */
@@ -56,6 +58,28 @@ export class ReadBatcher {
     const shard = this.shards.get(shardPath);
     if (!shard) return [];
     return shard.index ? [...shard.index.datasets.keys()] : null;
+  }
+
+  /**
+   * Measures a shard from its index: dataset count, live bytes and the exact
+   * size of a rewrite. Null when the index cannot place every dataset.
+   */
+  inspect(shardPath: string): ShardReport | null {
+    const shard = this.shards.get(shardPath);
+    if (!shard) throw new CorruptShardError(shardPath, "the file disappeared");
+    if (!shard.index) return null;
+    const entries: { name: string; length: number }[] = [];
+    for (const [name, place] of shard.index.datasets) {
+      if (!isPlaced(place)) return null;
+      entries.push({ name, length: place.length });
+    }
+    return {
+      file: shardPath,
+      fileBytes: fs.fstatSync(shard.fd).size,
+      datasets: entries.length,
+      liveBytes: entries.reduce((sum, e) => sum + e.length, 0),
+      compactedBytes: shardImageSize(entries),
+    };
   }
 
   /** Closes the cached shard descriptors. */

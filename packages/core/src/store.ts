@@ -203,7 +203,8 @@ export class H5NestedStore {
       fold: (shardPath) => this.fold(shardPath, "if-raw"),
       rewrite: (shardPath) => this.fold(shardPath, "always"),
       sweep: (file) => this.scheduler.submit(this.ownerOfTemp(file), { kind: "sweep", file }, 0),
-      inspect: (shardPath, readData) => this.pool.inspectShard(shardPath, readData),
+      // Metadata questions are answered by the index; reading every dataset (verify) needs h5wasm too.
+      inspect: async (shardPath, readData) => (!readData && this.reader.inspect(shardPath)) || this.pool.inspectShard(shardPath, readData),
     };
   }
 

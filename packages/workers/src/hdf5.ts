@@ -3,7 +3,7 @@
  * list and read its datasets. It is the reader of last resort (datasets the
  * shard index cannot place) and the independent check of `verify`.
  */
-import h5wasm from "h5wasm/node";
+import type h5wasmDefault from "h5wasm/node";
 import type { Metadata } from "h5wasm/node";
 import { ChunkTooLargeError, CorruptShardError } from "./errors.js";
 import { MAX_DATASET_BYTES } from "./limits.js";
@@ -11,7 +11,7 @@ import { MAX_DATASET_BYTES } from "./limits.js";
 const H5T_INTEGER = 0;
 const H5T_OPAQUE = 5;
 
-type H5Module = Awaited<typeof h5wasm.ready>;
+type H5Module = Awaited<(typeof h5wasmDefault)["ready"]>;
 
 let module: H5Module | undefined;
 
@@ -22,6 +22,9 @@ export function hdf5Loaded(): boolean {
 /** Loads the HDF5 WebAssembly module once per thread, with errors thrown instead of printed. */
 export async function initHdf5(): Promise<void> {
   if (module) return;
+  // Imported here, not at the top: importing h5wasm compiles its WebAssembly,
+  // which most worker threads never need.
+  const h5wasm = (await import("h5wasm/node")).default;
   const loaded = await h5wasm.ready;
   loaded.activate_throwing_error_handler();
   module = loaded;

@@ -6,3 +6,4 @@ export { MAX_DATASET_BYTES } from "./limits.js";
 export { indexShard, indexShardFile, type DatasetPlace, type IndexOutcome, type ShardIndex } from "./hdf5/shard-index.js";
 export { IndexedShardCache, type IndexedShard, isPlaced, type Placed, readPlaced } from "./indexed-shards.js";
 export { writeShardFile, type ShardSource } from "./shard-file.js";
+export { shardImageSize } from "./hdf5/shard-image.js";

@@ -88,6 +88,8 @@ export interface ShardReport {
   datasets: number;
   /** Sum of the datasets' byte lengths. */
   liveBytes: number;
+  /** Size of the shard once rewritten, when known exactly (from the index). */
+  compactedBytes?: number;
 }
 
 /**

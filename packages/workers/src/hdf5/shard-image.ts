@@ -233,6 +233,25 @@ function align8(n: number): number {
   return (n + 7) & ~7;
 }
 
+/** The size of the file shardImage() would lay out for `entries`, computed without building it. */
+export function shardImageSize(entries: ShardEntry[]): number {
+  let heapSize = 8;
+  let data = 0;
+  for (const entry of entries) {
+    heapSize += align8(Buffer.byteLength(entry.name) + 1);
+    data += entry.length;
+  }
+  const snodCount = Math.ceil(entries.length / (2 * LEAF_K));
+  let btreeNodes = 0;
+  for (let n = snodCount; ; ) {
+    const nodes = Math.max(1, Math.ceil(n / (2 * GROUP_K)));
+    btreeNodes += nodes;
+    if (nodes === 1) break;
+    n = nodes;
+  }
+  return SUPERBLOCK_SIZE + ROOT_HEADER_SIZE + HEAP_HEADER_SIZE + heapSize + btreeNodes * BTREE_NODE_SIZE + snodCount * SNOD_SIZE + entries.length * DATASET_HEADER_SIZE + data;
+}
+
 /** Row-major order of chunk dataset names ("2.10" after "2.9"); others by bytes. */
 export function compareDatasetNames(a: string, b: string): number {
   const pa = a.split(".");
