@@ -34,6 +34,19 @@ function recorder(options: { concurrency: number; maxPendingBytes?: number; maxB
 }
 
 describe("ShardScheduler", () => {
+  test("ops of one owner run in call order, whether they wait for their shard size or not", async () => {
+    const { scheduler, batches } = recorder({ concurrency: 2 });
+    const slowSize = sleep(20).then(() => 4);
+    const submits = [
+      scheduler.submit("a", 1, 1, slowSize), // waits for its shard size
+      scheduler.submit("a", 2, 1, 4), // known at once: must not overtake op 1
+      scheduler.submit("a", 3, 1),
+    ];
+    await Promise.all(submits);
+    await sleep(20).then(() => scheduler.submit("a", 4, 1, 4)); // the fast path once nothing waits
+    assert.deepEqual(batches.flatMap((b) => b.ops), [1, 2, 3, 4]);
+  });
+
   test("never runs two batches of one owner at once, under random load", async () => {
     const { scheduler, batches, maxInFlight } = recorder({ concurrency: 4, delay: () => Math.random() * 3 });
     const submits: Promise<void>[] = [];

@@ -42,6 +42,8 @@ export class ShardScheduler<Op> {
   /** submit() calls not yet queued (waiting for admission). */
   private entering = 0;
   private pumpScheduled = false;
+  /** Resolves when the latest slow submit has entered its queue (keeps submits in call order). */
+  private enteredTail: Promise<void> = Promise.resolve();
   private grants = 0;
 
   constructor(private readonly options: ShardSchedulerOptions<Op>) {
@@ -54,18 +56,39 @@ export class ShardScheduler<Op> {
    * (every chunk of a shard); reaching it starts the batch at once, without
    * waiting for the turn to end, so workers start while callers still produce.
    */
-  async submit(owner: string, op: Op, bytes: number, whole?: number | Promise<number | undefined>): Promise<void> {
-    this.entering += 1;
-    let complete: number | undefined;
-    try {
-      complete = await whole;
-    } catch (error) {
-      this.entering -= 1;
-      this.notifyIdle();
-      throw error;
+  submit(owner: string, op: Op, bytes: number, whole?: number | Promise<number | undefined>): Promise<void> {
+    // The common case (shard size known, no earlier submit still entering,
+    // room in the queues) queues at once, without a microtask per step:
+    // set() is called once per chunk.
+    const fits = this.pendingBytes === 0 || this.pendingBytes + bytes <= this.options.maxPendingBytes;
+    if (!(whole instanceof Promise) && this.entering === 0 && this.admission.length === 0 && fits) {
+      this.pendingBytes += bytes;
+      return this.enqueue(owner, op, bytes, whole);
     }
-    await this.admit(bytes);
-    this.entering -= 1;
+    return this.submitSlowly(owner, op, bytes, whole);
+  }
+
+  /** Submits that must wait (for `whole`, or for room) enter the queues one by one, in call order. */
+  private async submitSlowly(owner: string, op: Op, bytes: number, whole?: number | Promise<number | undefined>): Promise<void> {
+    this.entering += 1;
+    const previous = this.enteredTail;
+    let entered!: () => void;
+    this.enteredTail = new Promise<void>((resolve) => (entered = resolve));
+    let queued: Promise<void>;
+    try {
+      const complete = await whole;
+      await previous;
+      await this.admit(bytes);
+      queued = this.enqueue(owner, op, bytes, complete);
+    } finally {
+      this.entering -= 1;
+      entered();
+      this.notifyIdle();
+    }
+    return queued;
+  }
+
+  private enqueue(owner: string, op: Op, bytes: number, complete: number | undefined): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       let queue = this.queues.get(owner);
       if (!queue) {

@@ -11,6 +11,8 @@ const MAX_ENTRIES = 10_000;
 
 export class ArrayCatalog {
   private readonly cache = new Map<string, Promise<ArrayInfo | null>>();
+  /** Answers already read, for the synchronous path of every set(). */
+  private readonly settled = new Map<string, ArrayInfo | null>();
 
   constructor(private readonly root: string) {}
 
@@ -24,17 +26,36 @@ export class ArrayCatalog {
     return null;
   }
 
+  /** arrayOf() without waiting: undefined when some folder on the way has not been read yet. */
+  known(key: string): ArrayInfo | null | undefined {
+    let prefix = "";
+    let end = -1;
+    for (;;) {
+      if (!this.settled.has(prefix)) return undefined;
+      const info = this.settled.get(prefix)!;
+      if (info) return info;
+      end = key.indexOf("/", end + 1);
+      if (end < 0) return null;
+      prefix = key.slice(0, end);
+    }
+  }
+
   /** Forget everything (called whenever this store writes or deletes metadata). */
   invalidate(): void {
     this.cache.clear();
+    this.settled.clear();
   }
 
   private probe(prefix: string): Promise<ArrayInfo | null> {
     let entry = this.cache.get(prefix);
     if (!entry) {
-      if (this.cache.size >= MAX_ENTRIES) this.cache.clear();
-      entry = readArrayInfo(path.join(this.root, prefix), prefix);
+      if (this.cache.size >= MAX_ENTRIES) this.invalidate();
+      const pending = readArrayInfo(path.join(this.root, prefix), prefix);
+      entry = pending;
       this.cache.set(prefix, entry);
+      void pending.then((info) => {
+        if (this.cache.get(prefix) === pending) this.settled.set(prefix, info);
+      });
     }
     return entry;
   }

@@ -10,6 +10,7 @@ import type { CommitRequest, CommitResult, WorkerPool } from "@h5nest/workers";
 import type { ArrayCatalog } from "./arrays.js";
 import { canWriteToShard, type Layout, type Location } from "./layout.js";
 import type { ResolvedOptions } from "./options.js";
+import fs from "node:fs";
 import { listRawChunks, statOrNull } from "./raw-files.js";
 
 /**
@@ -136,15 +137,18 @@ export class ShardWriter {
     };
   }
 
-  async shardWritable(location: Location): Promise<boolean> {
-    return canWriteToShard(location, await this.arrays.arrayOf(location.key), this.layout.depth);
+  shardWritable(location: Location): boolean | Promise<boolean> {
+    const known = this.arrays.known(location.key);
+    if (known !== undefined) return canWriteToShard(location, known, this.layout.depth);
+    return this.arrays.arrayOf(location.key).then((array) => canWriteToShard(location, array, this.layout.depth));
   }
 
   /** Rewrites the shard, or for a small update of a big shard writes raw files (see FOLD_RATIO). */
   private async commitShard(request: CommitRequest, fold: FoldMode): Promise<CommitResult> {
     const shardPath = request.shardPath;
     const rawFolder = this.layout.rawFolderOf(shardPath);
-    const stat = await statOrNull(shardPath);
+    // Synchronous stats: a hop through libuv's thread pool would delay every commit.
+    const stat = fs.statSync(shardPath, { throwIfNoEntry: false });
     const incoming = request.puts.reduce((sum, put) => sum + put.bytes.byteLength, 0);
     const waiting = this.rawBytesWaiting.get(shardPath) ?? 0;
     const changes = request.puts.length > 0 || request.deletes.length > 0;
@@ -153,7 +157,7 @@ export class ShardWriter {
       this.rawBytesWaiting.set(shardPath, waiting + incoming);
       return result;
     }
-    const folderStat = await statOrNull(rawFolder);
+    const folderStat = fs.statSync(rawFolder, { throwIfNoEntry: false });
     const listed = folderStat?.isDirectory() ? await listRawChunks(this.layout, rawFolder) : { chunks: [], partials: [] };
     const partials = listed.partials;
     // Only chunks that may live in this shard are folded (docs/format.md section 7).

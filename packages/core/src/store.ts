@@ -9,7 +9,7 @@ import { LocalLeaseProvider, RedisLeaseProvider, ShardScheduler } from "@h5nest/
 import { ChunkTooLargeError, type CommitResult, MAX_DATASET_BYTES, type ReadItem, WorkerPool } from "@h5nest/workers";
 import { ArrayCatalog } from "./arrays.js";
 import { InvalidRangeError, InvalidValueError, NotAStoreError, StoreClosedError } from "./errors.js";
-import { canWriteToShard, chunksPerShard, finalPathOfTemp, Layout, type Location } from "./layout.js";
+import { type ArrayInfo, canWriteToShard, chunksPerShard, finalPathOfTemp, Layout, type Location } from "./layout.js";
 import { type H5NestedStoreOptions, type ResolvedOptions, resolveOptions } from "./options.js";
 import { readFileOrUndefined, statOrNull } from "./raw-files.js";
 import { type RangeQuery, ReadBatcher } from "./read-batcher.js";
@@ -177,12 +177,16 @@ export class H5NestedStore {
     if (this.closed) throw new StoreClosedError(this.root);
   }
 
-  /** The number of chunks that fill this chunk's shard, when the chunk goes into a shard. */
-  private async fullShard(location: Location): Promise<number | undefined> {
+  /**
+   * The number of chunks that fill this chunk's shard, when the chunk goes
+   * into a shard: at once when the array's metadata was read already (the
+   * common case, and the cheap one for the many set() calls of a region).
+   */
+  private fullShard(location: Location): number | undefined | Promise<number | undefined> {
     if (location.kind !== "chunk" || !this.options.writeDirect || location.shard?.placement !== "inside") return undefined;
-    const array = await this.arrays.arrayOf(location.key);
-    if (!array || !canWriteToShard(location, array, this.layout.depth)) return undefined;
-    return chunksPerShard(array, this.layout.depth) ?? undefined;
+    const whole = (array: ArrayInfo | null) => (array && canWriteToShard(location, array, this.layout.depth) ? (chunksPerShard(array, this.layout.depth) ?? undefined) : undefined);
+    const known = this.arrays.known(location.key);
+    return known === undefined ? this.arrays.arrayOf(location.key).then(whole) : whole(known);
   }
 
   /** Folds (or with "always" rewrites) one shard as its owner. */
