@@ -146,6 +146,7 @@ function commitRaw(request: CommitRequest): CommitResult {
   const removed = [...request.deletes.map((d) => d.rawPath), ...request.sweep];
   if (request.rawFolder && removed.length > 0) removeEmptyFolders(removed, request.rawFolder);
   if (request.rawFolder && request.pruneRawFolder) removeEmptyTree(request.rawFolder);
+  if (request.fsync) syncRemovals(removed);
   return { target: "raw", datasets: 0, shardBytes: 0, rawBytes, folded: 0, foldedBytes: 0, swept: request.sweep.length };
 }
 
@@ -217,6 +218,7 @@ function commitShard(request: CommitRequest): CommitResult {
   }
   if (request.rawFolder && removed.length > 0) removeEmptyFolders(removed, request.rawFolder);
   if (request.rawFolder && request.pruneRawFolder) removeEmptyTree(request.rawFolder);
+  if (request.fsync) syncRemovals(removed);
 
   return {
     target: "shard",
@@ -227,6 +229,28 @@ function commitShard(request: CommitRequest): CommitResult {
     foldedBytes,
     swept: request.sweep.length,
   };
+}
+
+/**
+ * With `fsync: true`, an unlink is acknowledged only once it is durable:
+ * otherwise a power cut can bring back an absorbed raw file (its old value
+ * shadows the new shard) or a deleted key. For each removed file, fsyncs the
+ * nearest folder above it that still exists: the file's own folder, or the
+ * parent of the highest folder removed with it.
+ */
+function syncRemovals(removed: string[]): void {
+  const synced = new Set<string>();
+  for (const file of removed) {
+    let folder = path.dirname(file);
+    while (!synced.has(folder) && !statOrNull(folder) && path.dirname(folder) !== folder) folder = path.dirname(folder);
+    if (synced.has(folder)) continue;
+    synced.add(folder);
+    try {
+      fsyncPath(folder);
+    } catch (error) {
+      throw writeFailed(folder, error);
+    }
+  }
 }
 
 /**
