@@ -80,7 +80,12 @@ test("consolidate --json: JSON lines, one shard event per shard folded, a summar
   // Leftovers of an earlier crash: raw writes' temporary files (as Python zarr leaves them) inside
   // a raw folder and in the raw-only array. (A shard's own leftover: see the swept test below.)
   const planted = [`img5/0/0/3/1/2${partialSuffix()}`, `grp/vol/1/4${partialSuffix()}`, `grp/flat/0/1${partialSuffix()}`];
-  for (const file of planted) await fs.writeFile(path.join(f.root, file), randomBytes(3000));
+  // Abandoned an hour ago (a fresh one could be a live writer's: see test/sweep.test.ts).
+  const anHourAgo = new Date(Date.now() - 3600_000);
+  for (const file of planted) {
+    await fs.writeFile(path.join(f.root, file), randomBytes(3000));
+    await fs.utimes(path.join(f.root, file), anHourAgo, anHourAgo);
+  }
   const before = await census(f.root, SPEC);
   assert.deepEqual(before.partials, [...planted].sort());
   const expected = new Map<string, { chunks: number; bytes: number }>();
@@ -271,7 +276,10 @@ test(
     const root = path.join(dir, "store");
     const spec: RawStoreSpec = { seed: 5, shardable: [{ path: "img5", shape: [1, 1, 1, 64, 64], chunks: [1, 1, 1, 16, 16] }], rawOnly: [], preShards: [] };
     await buildRawStore(root, spec);
-    await fs.writeFile(path.join(root, `img5/0/0/0${EXT}${partialSuffix()}`), randomBytes(100));
+    const leftover = path.join(root, `img5/0/0/0${EXT}${partialSuffix()}`);
+    await fs.writeFile(leftover, randomBytes(100));
+    const anHourAgo = new Date(Date.now() - 3600_000); // abandoned, not a live writer's
+    await fs.utimes(leftover, anHourAgo, anHourAgo);
     const run = await runCli(["consolidate", root, "--workers", String(WORKERS), "--json"]);
     assert.equal(run.code, 0, run.stderr);
     assert.deepEqual((await census(root, spec)).partials, []);

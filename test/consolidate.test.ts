@@ -96,6 +96,8 @@ test("consolidate a copy of the Python fixture: every key, array and shard reads
   // A leftover temporary file of a crashed NestedDirectoryStore write, among raw chunks.
   const leftover = "raw/vol3d/2/0/0.0123456789abcdef0123456789abcdef.partial";
   await fs.writeFile(path.join(root, leftover), "half a chunk");
+  const anHourAgo = new Date(Date.now() - 3600_000); // abandoned, not a live writer's
+  await fs.utimes(path.join(root, leftover), anHourAgo, anHourAgo);
 
   const filesBefore = await listFiles(root);
   const pendingRaw = filesBefore.filter((f) => !isMetadataKey(f) && arrayOfKey(f, FIXTURE_SHARDABLE));

@@ -4,6 +4,7 @@
  * info. Every change goes through the store's shard owners, so these jobs are
  * safe beside this process's own writes.
  */
+import { existsSync } from "node:fs";
 import fs from "node:fs/promises";
 import { CorruptShardError, type CommitResult, type ShardReport } from "@h5nest/workers";
 import { type ArrayCatalog, readJson } from "./arrays.js";
@@ -140,7 +141,7 @@ export async function consolidate(store: StoreInternals, options: ConsolidateOpt
   await forEachBounded(consolidationWork(store), store.concurrency * 2, stop, async (work) => {
     if ("temp" in work) {
       await store.sweep(work.temp).then(
-        () => void (summary.swept += 1),
+        () => void (summary.swept += existsSync(work.temp) ? 0 : 1), // a live one is left alone
         (error: unknown) => void summary.errors.push(describeError(work.temp, error)),
       );
       return;

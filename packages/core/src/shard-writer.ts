@@ -173,7 +173,8 @@ export class ShardWriter {
         ? // Nothing to fold: only leftovers to sweep and empty folders to remove.
           await this.pool.commit({ ...request, target: "raw", sweep, rawFolder, pruneRawFolder })
         : await this.pool.commit({ ...request, target: "shard", fold: chunks, sweep, rawFolder, pruneRawFolder });
-    // Sweep ops count their own files; the fold reports those it found itself.
-    return { ...result, swept: partials.length };
+    // Sweep ops count their own files; the fold reports those it found itself
+    // and removed (a temporary file still being written is left alone).
+    return { ...result, swept: partials.filter((file) => !fs.existsSync(file)).length };
   }
 }

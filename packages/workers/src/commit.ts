@@ -11,6 +11,7 @@ import {
   type FileIdentity,
   fsyncPath,
   identityOf,
+  isDeadPartial,
   isMissing,
   partialName,
   removeEmptyFolders,
@@ -142,12 +143,12 @@ function commitRaw(request: CommitRequest): CommitResult {
   }
   if (request.deletes.length || request.sweep.length) assertLease(request, request.shardPath);
   for (const ref of request.deletes) removeFile(ref.rawPath);
-  for (const file of request.sweep) removeFile(file);
-  const removed = [...request.deletes.map((d) => d.rawPath), ...request.sweep];
+  const swept = sweepDead(request.sweep);
+  const removed = [...request.deletes.map((d) => d.rawPath), ...swept];
   if (request.rawFolder && removed.length > 0) removeEmptyFolders(removed, request.rawFolder);
   if (request.rawFolder && request.pruneRawFolder) removeEmptyTree(request.rawFolder);
   if (request.fsync) syncRemovals(removed);
-  return { target: "raw", datasets: 0, shardBytes: 0, rawBytes, folded: 0, foldedBytes: 0, swept: request.sweep.length };
+  return { target: "raw", datasets: 0, shardBytes: 0, rawBytes, folded: 0, foldedBytes: 0, swept: swept.length };
 }
 
 function commitShard(request: CommitRequest): CommitResult {
@@ -212,10 +213,12 @@ function commitShard(request: CommitRequest): CommitResult {
       removed.push(rawPath);
     }
   }
-  for (const file of [...request.deletes.map((d) => d.rawPath), ...request.sweep]) {
-    removeFile(file);
-    removed.push(file);
+  for (const ref of request.deletes) {
+    removeFile(ref.rawPath);
+    removed.push(ref.rawPath);
   }
+  const swept = sweepDead(request.sweep);
+  removed.push(...swept);
   if (request.rawFolder && removed.length > 0) removeEmptyFolders(removed, request.rawFolder);
   if (request.rawFolder && request.pruneRawFolder) removeEmptyTree(request.rawFolder);
   if (request.fsync) syncRemovals(removed);
@@ -227,8 +230,19 @@ function commitShard(request: CommitRequest): CommitResult {
     rawBytes: 0,
     folded: absorbed.length,
     foldedBytes,
-    swept: request.sweep.length,
+    swept: swept.length,
   };
+}
+
+/** Removes the temporary files that are provably dead (see isDeadPartial); returns those removed. */
+function sweepDead(files: string[]): string[] {
+  const removed: string[] = [];
+  for (const file of files) {
+    if (!isDeadPartial(file)) continue;
+    removeFile(file);
+    removed.push(file);
+  }
+  return removed;
 }
 
 /**

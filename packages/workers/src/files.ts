@@ -1,12 +1,59 @@
 /** Plain-file helpers for worker threads: atomic writes, identities, cleanup. */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
+import os from "node:os";
 import fs from "node:fs";
 import path from "node:path";
 import { LeaseExpiredError, writeFailed } from "./errors.js";
 
-/** `<final>.<32 hex>.partial`, the temporary name Python zarr uses too. */
+/**
+ * This machine's boot, as 8 hex digits: the first part of our temporary
+ * names, so that a sweeper on the same machine can tell whether the process
+ * that wrote one is gone.
+ */
+const HOST_TAG = createHash("sha256")
+  .update(`${os.hostname()}\0${readOrEmpty("/proc/sys/kernel/random/boot_id")}`)
+  .digest("hex")
+  .slice(0, 8);
+
+function readOrEmpty(file: string): string {
+  try {
+    return fs.readFileSync(file, "utf8").trim();
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * `<final>.<32 hex>.partial`, the temporary name Python zarr uses too. Ours
+ * are host tag (8) + writer pid (8) + random (16), still 32 hex digits.
+ */
 export function partialName(finalPath: string): string {
-  return `${finalPath}.${randomBytes(16).toString("hex")}.partial`;
+  return `${finalPath}.${HOST_TAG}${process.pid.toString(16).padStart(8, "0")}${randomBytes(8).toString("hex")}.partial`;
+}
+
+/** A temporary file untouched for this long is taken as abandoned, whoever wrote it. */
+export const ABANDONED_AFTER_MS = 15 * 60 * 1000;
+
+/**
+ * Whether a temporary file is provably dead, so that sweeping it cannot break
+ * a write in progress: written by a process of this machine that no longer
+ * runs (or by this process: its owner, the caller, is not writing it), or not
+ * modified for ABANDONED_AFTER_MS (a Python writer, another machine).
+ */
+export function isDeadPartial(file: string, now = Date.now()): boolean {
+  const stat = statOrNull(file);
+  if (!stat) return false;
+  if (now - stat.mtimeMs >= ABANDONED_AFTER_MS) return true;
+  const hex = /\.([0-9a-f]{32})\.partial$/.exec(file)?.[1];
+  if (!hex || hex.slice(0, 8) !== HOST_TAG) return false;
+  const pid = Number.parseInt(hex.slice(8, 16), 16);
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return false; // alive (or its pid was reused): leave it
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "ESRCH";
+  }
 }
 
 /** What identifies one version of a file: a rewrite gives a new inode or mtime. */
