@@ -42,6 +42,7 @@ async function* walkFolder(layout: Layout, folder: string, enter: FolderFilter |
     throw error;
   }
   for await (const entry of dir) {
+    // The store's identity and lease state: not part of the data.
     const full = path.join(folder, entry.name);
     if (entry.isDirectory()) {
       if (!enter || (await enter(full))) yield* walkFolder(layout, full, enter);
@@ -55,44 +56,106 @@ async function* walkFolder(layout: Layout, folder: string, enter: FolderFilter |
 export type ShardLister = (shardPath: string) => Promise<string[]>;
 
 /**
- * Every key once: raw files and the datasets inside shards, a dataset that a
- * raw file shadows listed as that raw file only. With `prefix`, only keys
- * starting with it (the walk starts at the prefix's parent folder).
+ * Every key once, none missed, even while a consolidation moves raw files
+ * into shards: a shard is listed only after the raw folder beside it has been
+ * walked, and without the datasets seen there as raw files. A fold renames
+ * the shard before it unlinks the raw files it absorbed, so a key is either
+ * seen as a raw file (and skipped in the shard) or found in the shard. The
+ * sets remembered are bounded by the datasets of the shards being listed.
+ * With `prefix`, only keys starting with it (the walk starts at the prefix's
+ * parent folder; the shards beside the folders above it are listed last).
  */
 export async function* walkKeys(layout: Layout, listShard: ShardLister, prefix = ""): AsyncGenerator<string> {
-  const wanted = (key: string) => key.startsWith(prefix);
-  const legacy = layout.root + layout.ext;
-  if ((await statOrNull(legacy))?.isFile()) {
-    for await (const key of shardKeys(layout, listShard, legacy)) if (wanted(key)) yield key;
-  }
+  const walk: KeyWalk = { layout, listShard, wanted: (key: string) => key.startsWith(prefix), seenRaw: new Map() };
   const parent = prefix.includes("/") ? prefix.slice(0, prefix.lastIndexOf("/")) : "";
   const segments = parent.split("/").filter(Boolean);
-  // Shards beside the folders above the walked one (a 1-D array's chunks live
-  // in its group's shard) hold keys under the prefix too.
-  for (let depth = 1; depth <= segments.length; depth++) {
-    const shard = path.join(layout.root, ...segments.slice(0, depth)) + layout.ext;
+  // Shards whose raw folder holds the walked folder: a 1-D array's chunks live
+  // in its group's shard; a root array's in the legacy `<store>.h5`.
+  const enclosing: string[] = [];
+  for (let depth = segments.length; depth >= 1; depth--) enclosing.push(path.join(layout.root, ...segments.slice(0, depth)) + layout.ext);
+  enclosing.push(layout.root + layout.ext);
+  const present: string[] = [];
+  for (const shard of enclosing) {
     if (!(await statOrNull(shard))?.isFile()) continue;
-    for await (const key of shardKeys(layout, listShard, shard)) if (wanted(key)) yield key;
+    present.push(shard);
+    walk.seenRaw.set(shard, new Set());
   }
-  const folder = path.join(layout.root, ...segments);
-  for await (const file of walkFiles(layout, { folder })) {
-    if (file.kind === "temp") continue;
-    if (file.kind === "shard") {
-      for await (const key of shardKeys(layout, listShard, file.path)) if (wanted(key)) yield key;
-    } else {
-      const key = layout.keyOfFile(file.path);
-      if (wanted(key)) yield key;
+  yield* keysIn(walk, path.join(layout.root, ...segments));
+  for (const shard of present) yield* shardKeys(walk, shard);
+}
+
+interface KeyWalk {
+  layout: Layout;
+  listShard: ShardLister;
+  wanted(key: string): boolean;
+  /** For each shard to be listed after its raw folder: the datasets seen there as raw files. */
+  seenRaw: Map<string, Set<string>>;
+}
+
+async function* keysIn(walk: KeyWalk, folder: string): AsyncGenerator<string> {
+  const { layout } = walk;
+  let dir: import("node:fs").Dir;
+  try {
+    dir = await fs.opendir(folder);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return; // removed by a commit meanwhile
+    throw error;
+  }
+  /** Entries already walked with their pair (a raw folder with its shard, or the other way round). */
+  const paired = new Set<string>();
+  for await (const entry of dir) {
+    if (paired.has(entry.name)) continue;
+    const full = path.join(folder, entry.name);
+    if (entry.isDirectory()) {
+      // Paired whether or not its shard exists yet: a fold may create it
+      // while the folder is walked (and this listing may not show it).
+      paired.add(entry.name + layout.ext);
+      yield* pairKeys(walk, full, full + layout.ext);
+    } else if (entry.isFile()) {
+      const kind = classify(layout, entry.name);
+      if (kind === "temp") continue;
+      if (kind === "shard") {
+        // Its raw folder is walked now or never: this listing may still show
+        // a folder a commit has emptied and removed since.
+        const rawFolder = layout.rawFolderOf(full);
+        paired.add(path.basename(rawFolder));
+        if ((await statOrNull(rawFolder))?.isDirectory()) yield* pairKeys(walk, rawFolder, full);
+        else yield* shardKeys(walk, full);
+      } else {
+        const key = layout.keyOfFile(full);
+        noteRaw(walk, key);
+        if (walk.wanted(key)) yield key;
+      }
     }
   }
 }
 
-async function* shardKeys(layout: Layout, listShard: ShardLister, shardPath: string): AsyncGenerator<string> {
-  const datasets = await listShard(shardPath);
-  const rawFolder = layout.rawFolderOf(shardPath);
-  const mayBeShadowed = (await statOrNull(rawFolder))?.isDirectory() ?? false;
-  for (const dataset of datasets) {
-    const key = layout.keyOf(shardPath, dataset);
-    if (mayBeShadowed && (await statOrNull(path.join(layout.root, ...key.split("/"))))?.isFile()) continue;
-    yield key;
+/** The raw folder first, then its shard (if there is one by then) without the datasets seen as raw files. */
+async function* pairKeys(walk: KeyWalk, rawFolder: string, shard: string): AsyncGenerator<string> {
+  walk.seenRaw.set(shard, new Set());
+  try {
+    yield* keysIn(walk, rawFolder);
+    if ((await statOrNull(shard))?.isFile()) yield* shardKeys(walk, shard);
+  } finally {
+    walk.seenRaw.delete(shard);
+  }
+}
+
+/** Records a raw chunk file's key against the shard it would live in, if that shard is listed later. */
+function noteRaw(walk: KeyWalk, key: string): void {
+  try {
+    const location = walk.layout.locate(key);
+    if (location.kind === "chunk" && location.shard) walk.seenRaw.get(location.shard.path)?.add(location.shard.dataset);
+  } catch {
+    // Not a valid key (a stray file): it belongs to no shard.
+  }
+}
+
+async function* shardKeys(walk: KeyWalk, shardPath: string): AsyncGenerator<string> {
+  const seen = walk.seenRaw.get(shardPath);
+  for (const dataset of await walk.listShard(shardPath)) {
+    if (seen?.has(dataset)) continue;
+    const key = walk.layout.keyOf(shardPath, dataset);
+    if (walk.wanted(key)) yield key;
   }
 }
