@@ -1,15 +1,20 @@
 #!/usr/bin/env node
 /**
- * The h5nest command line: consolidate, compact, info, verify, ls, demo.
+ * The h5nest command line: consolidate, compact, info, verify, ls, refs, serve, demo.
  * Exit codes: 0 done, 1 errors (named on stderr), 2 bad usage, 130 interrupted.
  */
 import { Command, InvalidArgumentError, Option } from "commander";
+import { randomBytes } from "node:crypto";
+import { createWriteStream } from "node:fs";
+import { finished } from "node:stream/promises";
 import { runDemo } from "./demo.js";
 import fs from "node:fs/promises";
 import { InvalidOptionError, NotAStoreError } from "./errors.js";
 import { type H5NestedStoreOptions, resolveOptions } from "./options.js";
 import { H5NestedStore } from "./store.js";
 import { createConsolidateView, formatBytes, printInfo } from "./cli-output.js";
+import { writeRefs } from "./refs.js";
+import { serveStore } from "./serve.js";
 
 interface StoreFlags {
   depth?: number;
@@ -33,6 +38,26 @@ function percentage(text: string): number {
   const value = match ? Number(match[1]) / 100 : Number.NaN;
   if (!(value >= 0 && value <= 1)) throw new InvalidArgumentError("expected a percentage such as 20%");
   return value;
+}
+
+function portNumber(text: string): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text.trim()) || value > 65535) throw new InvalidArgumentError("expected a port number from 0 (any free port) to 65535");
+  return value;
+}
+
+function byteCount(text: string): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text.trim())) throw new InvalidArgumentError("expected a number of bytes");
+  return value;
+}
+
+/** The options of commands that only read: the layout, and worker threads for what the shard index cannot place. */
+function readOptions(command: Command): Command {
+  return command
+    .addOption(new Option("--depth <n>", "consolidate depth D (the last D-1 chunk indices name the dataset)").argParser(positiveInteger).default(3))
+    .option("--ext <ext>", "shard file extension", ".h5")
+    .addOption(new Option("--workers <n>", "worker threads for datasets the shard index cannot place (default: available cores)").argParser(positiveInteger));
 }
 
 function storeOptions(command: Command): Command {
@@ -181,6 +206,90 @@ storeOptions(program.command("ls <store> [prefix]").description("list keys (raw 
     } finally {
       await store.close();
     }
+  },
+);
+
+readOptions(
+  program
+    .command("refs <store> [path]")
+    .description("write kerchunk references (spec version 1) of the store, or of one array or group: a snapshot of byte ranges")
+    .option("--out <file>", "write to this file (default: standard output)")
+    .option("--url <prefix>", "URL the store's folder is served under (default: file:// paths of this machine)")
+    .addOption(new Option("--max-inline <bytes>", "inline datasets the shard index cannot place up to this size, else list them as errors").argParser(byteCount).default(65536)),
+).action(async (dir: string, subset: string | undefined, flags: StoreFlags & { out?: string; url?: string; maxInline: number }) => {
+  const store = await openStore(dir, flags);
+  try {
+    // A file appears complete or not at all: written beside, renamed at the end.
+    const temp = flags.out ? `${flags.out}.${randomBytes(16).toString("hex")}.partial` : null;
+    const out = temp ? createWriteStream(temp) : process.stdout;
+    let summary;
+    try {
+      summary = await writeRefs(store, out, { ...(flags.url ? { url: flags.url } : {}), ...(subset ? { path: subset } : {}), maxInline: flags.maxInline });
+      if (temp) {
+        out.end();
+        await finished(out);
+        await fs.rename(temp, flags.out!);
+      }
+    } catch (error) {
+      if (temp) {
+        // The stream may still be opening its file: remove it only once the stream has closed.
+        out.destroy();
+        await finished(out).catch(() => {});
+        await fs.rm(temp, { force: true });
+      }
+      throw error;
+    }
+    const where = flags.out ? ` to ${flags.out}` : "";
+    process.stderr.write(
+      `h5nest refs: ${summary.keys} keys${where}: ${summary.metadata} metadata inlined, ${summary.shardRanges} chunks in shards, ${summary.rawFiles} raw chunk files, ${summary.inlined} inlined; ` +
+        "a snapshot: make it again after writing to the store\n",
+    );
+    for (const error of summary.errors) fail(`not in the refs: ${error.key}: ${error.reason}`);
+    if (summary.errorCount > summary.errors.length) fail(`... and ${summary.errorCount - summary.errors.length} more keys not in the refs`);
+  } finally {
+    await store.close();
+  }
+});
+
+readOptions(
+  program
+    .command("serve <store>")
+    .description("serve the store read-only over HTTP as zarr keys (Range, ETag), with a viewer at /")
+    .addOption(new Option("--port <port>", "port to listen on (0: any free port)").argParser(portNumber).default(8080))
+    .option("--host <address>", "address to listen on", "127.0.0.1")
+    .option("--cors <origin>", "send Access-Control-Allow-Origin: <origin> (e.g. '*') so pages of other origins can read")
+    .option("--verbose", "print a line per request", false)
+    .addOption(new Option("--max-connections <n>", "open connections at most; more are closed at once").argParser(positiveInteger).default(1000))
+    .addOption(new Option("--timeout <ms>", "ms allowed for a request's headers and an idle connection (a request waits for a response slot half as long)").argParser(positiveInteger).default(10000)),
+).action(
+  async (dir: string, flags: StoreFlags & { port: number; host: string; cors?: string; verbose: boolean; maxConnections: number; timeout: number }) => {
+    const store = await openStore(dir, flags);
+    const server = await serveStore(store, {
+      port: flags.port,
+      host: flags.host,
+      cors: flags.cors ?? null,
+      log: flags.verbose ? (line) => console.log(line) : null,
+      maxConnections: flags.maxConnections,
+      timeoutMs: flags.timeout,
+    }).catch(async (error: unknown) => {
+      await store.close();
+      throw error;
+    });
+    console.log(`h5nest serve: ${store.root} read-only at ${server.url} (viewer at ${server.url}; Ctrl-C stops)`);
+    await new Promise<void>((resolve) => {
+      const stop = () => {
+        process.off("SIGINT", stop);
+        process.off("SIGTERM", stop);
+        process.once("SIGINT", () => process.exit(130)); // a second Ctrl-C leaves at once
+        process.stderr.write("h5nest serve: stopping (the responses in progress finish first)\n");
+        resolve();
+      };
+      process.on("SIGINT", stop);
+      process.on("SIGTERM", stop);
+    });
+    await server.close();
+    await store.close();
+    process.stderr.write("h5nest serve: stopped\n");
   },
 );
 

@@ -21,3 +21,5 @@ export type { RangeQuery } from "./read-batcher.js";
 export { CorruptShardError, ChunkTooLargeError, LeaseExpiredError, WriteFailedError, MAX_DATASET_BYTES } from "@h5nest/workers";
 export { LeaseLostError, LockUnavailableError } from "@h5nest/coordinator";
 export { createV2Array, type V2ArrayOptions } from "./v2.js";
+export { serveStore, ListenFailedError, type ServeOptions, type RunningServer } from "./serve.js";
+export { writeRefs, NothingToReferenceError, type RefsOptions, type RefsSummary, type RefsError } from "./refs.js";

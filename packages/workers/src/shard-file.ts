@@ -7,7 +7,7 @@
 import fs from "node:fs";
 import { writeFailed } from "./errors.js";
 import { type FileIdentity, identityOf, sameIdentity } from "./files.js";
-import { compareDatasetNames, shardImage } from "./hdf5/shard-image.js";
+import { shardImage, sortByDatasetName } from "./hdf5/shard-image.js";
 import { type IndexedShard, type Placed, readPlaced } from "./indexed-shards.js";
 
 export type ShardSource = { name: string; length: number } & (
@@ -23,7 +23,7 @@ const BATCH_PARTS = 1000;
 /** Writes `sources` (names unique) as a shard at `file` (a fresh `.partial` path). */
 export function writeShardFile(file: string, sources: ShardSource[], oldShard: IndexedShard | null, fsync: boolean): void {
   // Row-major chunk order: a plane of chunks is one range for later reads.
-  sources.sort((a, b) => compareDatasetNames(a.name, b.name));
+  sortByDatasetName(sources);
   const image = shardImage(sources);
   let fd: number;
   try {

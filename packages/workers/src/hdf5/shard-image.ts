@@ -252,18 +252,25 @@ export function shardImageSize(entries: ShardEntry[]): number {
   return SUPERBLOCK_SIZE + ROOT_HEADER_SIZE + HEAP_HEADER_SIZE + heapSize + btreeNodes * BTREE_NODE_SIZE + snodCount * SNOD_SIZE + entries.length * DATASET_HEADER_SIZE + data;
 }
 
-/** Row-major order of chunk dataset names ("2.10" after "2.9"); others by bytes. */
-export function compareDatasetNames(a: string, b: string): number {
-  const pa = a.split(".");
-  const pb = b.split(".");
-  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
-    const x = pa[i]!;
-    const y = pb[i]!;
-    if (x === y) continue;
-    const nx = /^\d+$/.test(x) ? Number(x) : NaN;
-    const ny = /^\d+$/.test(y) ? Number(y) : NaN;
-    if (!Number.isNaN(nx) && !Number.isNaN(ny) && nx !== ny) return nx - ny;
-    return x < y ? -1 : 1;
+/**
+ * Sorts in row-major order of chunk dataset names ("2.9" before "2.10");
+ * names that are not all digits and dots sort by their text, after those.
+ */
+export function sortByDatasetName<T extends { name: string }>(items: T[]): void {
+  const keys = new Map<string, number[] | null>();
+  for (const item of items) {
+    if (keys.has(item.name)) continue;
+    const parts = item.name.split(".");
+    keys.set(item.name, parts.every((p) => /^\d{1,15}$/.test(p)) ? parts.map(Number) : null);
   }
-  return pa.length - pb.length;
+  items.sort((a, b) => {
+    const ka = keys.get(a.name)!;
+    const kb = keys.get(b.name)!;
+    if (ka && kb) {
+      for (let i = 0; i < Math.min(ka.length, kb.length); i++) if (ka[i] !== kb[i]) return ka[i]! - kb[i]!;
+      return ka.length - kb.length;
+    }
+    if (ka || kb) return ka ? -1 : 1;
+    return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+  });
 }
