@@ -229,6 +229,8 @@ export async function serveStore(store: H5NestedStore, options: ServeOptions = {
       }
       if (length <= SYNC_READ_MAX || value.kind === "unplaced") {
         const body = await bytesOf(start, end);
+        // A file that shrank under us (replaced by a commit, edited in place): never a short body.
+        if (body.length !== length) return plain(res, 503, "the value changed while being read; retry", { "Retry-After": "1" });
         head(res, status, headers).end(body);
         return;
       }

@@ -83,7 +83,8 @@ export class ValueLocator {
 function openRawFile(file: string): StoredValue | null {
   let fd: number;
   try {
-    fd = fs.openSync(file, "r");
+    // O_NONBLOCK: a FIFO at a key's path must not hang the server (it is then no regular file: null).
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
   } catch (error) {
     if (isMissing(error)) return null;
     throw error;
