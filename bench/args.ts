@@ -21,6 +21,8 @@ export interface BenchArgs {
   store: boolean;
   /** Skip the store-level benchmark in a default run. */
   noStore: boolean;
+  /** Run the serve benchmark (h5nest serve vs a static file server over HTTP; not in the default run). */
+  serve: boolean;
   /** Also consolidate once at `chunks` and at `consolidateScaleChunks` and compare peak RSS (implies --consolidate). */
   consolidateScale: boolean;
   consolidateScaleChunks: number;
@@ -46,9 +48,11 @@ const USAGE = `usage: npm run bench -- [options]
   --store              run only the store-level benchmark (store.get/set: h5nest vs FileSystemStore, Map,
                        Python stores; 8 KiB and 1 MiB chunks; by default it runs after the consolidate one)
   --no-store           skip the store-level benchmark in a default run
+  --serve              run the serve benchmark: h5nest serve vs a static file server (serve-static) over HTTP on
+                       127.0.0.1, 8 KiB and 1 MiB chunks (not in the default run; --with-main adds the main one)
   --consolidate-scale  consolidate benchmark plus single runs at --chunks and at 65536 chunks: peak RSS as the store grows
   --consolidate-scale-chunks N  the larger store of --consolidate-scale, multiple of 256 (default 65536)
-  --with-main          with --memory, --distributed, --consolidate[-scale] or --store: run the main benchmark as well
+  --with-main          with --memory, --distributed, --consolidate[-scale], --store or --serve: run the main benchmark as well
   --memory-planes N    z-planes of 1024x1024 uint16 in the memory benchmark (default 1024 = 2 GiB)
   --memory-inflight K  planes written concurrently in the memory benchmark (default 1)
   --workers N          h5nest worker threads (default: h5nest's default, the available cores)
@@ -77,6 +81,7 @@ export function parseArgs(argv: string[]): BenchArgs {
     noConsolidate: false,
     store: false,
     noStore: false,
+    serve: false,
     consolidateScale: false,
     consolidateScaleChunks: 65536,
     memoryPlanes: 1024,
@@ -119,6 +124,9 @@ export function parseArgs(argv: string[]): BenchArgs {
         break;
       case "--no-store":
         args.noStore = true;
+        break;
+      case "--serve":
+        args.serve = true;
         break;
       case "--consolidate-scale":
         args.consolidate = true;

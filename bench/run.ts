@@ -14,6 +14,7 @@ import { pythonVariants } from "./python.js";
 import { type MainReport, renderMain, type Rounds, summarize } from "./report.js";
 import { gcAvailable } from "./rss.js";
 import { rotate } from "./stats.js";
+import { renderServe, runServeBench, type ServeReport } from "./serve-bench.js";
 import { runStoreBench, STORE_WORKLOADS } from "./store-bench.js";
 import { renderStore, type StoreReport } from "./store-report.js";
 import { encodeWorkload, NODE_VARIANTS, type RunContext, type Variant } from "./variants.js";
@@ -90,10 +91,10 @@ async function main(): Promise<number> {
   process.once("SIGINT", cleanup);
   process.once("SIGTERM", cleanup);
   try {
-    const json: { main?: MainReport; memory?: MemoryOutcome; distributed?: DistributedOutcome; consolidate?: ConsolidateReport; store?: StoreReport } = {};
+    const json: { main?: MainReport; memory?: MemoryOutcome; distributed?: DistributedOutcome; consolidate?: ConsolidateReport; store?: StoreReport; serve?: ServeReport } = {};
     const texts: string[] = [];
     let failed = false;
-    const defaultRun = !args.memory && !args.distributed && !args.consolidate && !args.store;
+    const defaultRun = !args.memory && !args.distributed && !args.consolidate && !args.store && !args.serve;
     if (defaultRun || args.withMain) {
       const main = await runMain(args, temp);
       json.main = main.report;
@@ -121,6 +122,17 @@ async function main(): Promise<number> {
       } catch (error) {
         failed = true;
         texts.push(`*** FAILED store-level benchmark: ${error instanceof Error ? error.message : String(error)} ***`);
+      }
+    }
+    if (args.serve) {
+      log(`serve benchmark: ${STORE_WORKLOADS.map((w) => w.label).join(" and ")} over HTTP, ${args.rounds} rounds ...`);
+      try {
+        json.serve = await runServeBench(temp, args.rounds, args.workers);
+        texts.push(renderServe(json.serve));
+        failed ||= json.serve.failed;
+      } catch (error) {
+        failed = true;
+        texts.push(`*** FAILED serve benchmark: ${error instanceof Error ? error.message : String(error)} ***`);
       }
     }
     if (args.memory) {

@@ -81,6 +81,14 @@ export class ValueLocator {
 
 /** A regular file opened for reading, or null when there is none (missing, a folder, a path through a file). */
 function openRawFile(file: string): StoredValue | null {
+  // Most keys of a consolidated store have no raw file: a stat that does not
+  // throw costs far less than an open that fails (Node builds an Error for it).
+  try {
+    if (!fs.statSync(file, { throwIfNoEntry: false })?.isFile()) return null;
+  } catch (error) {
+    if (isMissing(error)) return null;
+    throw error;
+  }
   let fd: number;
   try {
     // O_NONBLOCK: a FIFO at a key's path must not hang the server (it is then no regular file: null).
