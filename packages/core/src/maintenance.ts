@@ -297,6 +297,9 @@ async function describeArray(store: StoreInternals, file: string, name: string):
   return { ...summary, note };
 }
 
+/** A chunk key's last segment in the "." separator form: digits joined by dots. */
+const FLAT_CHUNK_NAME = /^\d+(\.\d+)+$/;
+
 /** Streams the tree once and inspects every shard (metadata only). */
 export async function info(store: StoreInternals, options: { signal?: AbortSignal } = {}): Promise<StoreInfo> {
   const result: StoreInfo = {
@@ -313,7 +316,12 @@ export async function info(store: StoreInternals, options: { signal?: AbortSigna
   };
   await forEachBounded(walkFiles(store.layout), store.concurrency * 2, () => options.signal?.aborted ?? false, async (file) => {
     if (file.kind === "temp") result.tempFiles += 1;
-    else if (file.kind === "meta") {
+    else if (file.kind === "meta" && FLAT_CHUNK_NAME.test(file.name)) {
+      // zarr-python's default DirectoryStore keys ("0.0.0"): raw chunk files that stay raw.
+      result.rawChunkFiles += 1;
+      const size = (await fs.stat(file.path).catch(() => null))?.size ?? 0; // not `+= await`: jobs interleave
+      result.rawChunkBytes += size;
+    } else if (file.kind === "meta") {
       result.metadataFiles += 1;
       const array = await describeArray(store, file.path, file.name);
       if (array) result.arrays.push(array);
