@@ -201,7 +201,7 @@ test("GET, HEAD, ranges and ETags of keys in shards and raw files", async (t) =>
     const stopped = await serve.stop("SIGINT");
     agent.destroy();
     assert.equal(stopped.code, 0, serve.stderr());
-    assert.ok(stopped.ms < 3000, `stopped in ${stopped.ms.toFixed(0)} ms`);
+    assert.ok(stopped.ms < 5000, `stopped in ${stopped.ms.toFixed(0)} ms`);
     assert.match(serve.stderr(), /stopped/);
   });
 });
@@ -317,25 +317,31 @@ test("hostile requests: a clear status, nothing outside the store, the server ke
     assert.ok((await get(`${serve.url}img/0/0/0/0/0`)).body.equals(f.values.get("img/0/0/0/0/0")!), "the value is unchanged");
   });
 
-  await t.test("thousands of idle connections: at most --max-connections held, all cut within the timeout, then serving again", async () => {
+  await t.test("thousands of idle connections: at most --max-connections held, each cut within the timeout, then serving again", async () => {
     const pid = serve.child.pid!;
     const baseline = openFds(pid);
     const count = Math.min(3000, Math.floor((fileLimit() - 200) / 2));
     const sockets: net.Socket[] = [];
+    /** How long each connection lived, from its connect to its close by the server. */
+    const lifetimes: number[] = [];
     let closed = 0;
     let peak = 0;
     const sampler = setInterval(() => (peak = Math.max(peak, openFds(pid) - baseline)), 20);
-    const started = performance.now();
     for (let batch = 0; batch < count; batch += 250) {
       await Promise.all(
         Array.from({ length: Math.min(250, count - batch) }, () => {
           const socket = net.connect(serve.port, "127.0.0.1");
           sockets.push(socket);
+          let connectedAt: number | null = null;
           socket.on("error", () => {});
-          socket.on("close", () => closed++);
+          socket.on("close", () => {
+            closed++;
+            if (connectedAt !== null) lifetimes.push(performance.now() - connectedAt);
+          });
           // A request that never ends its headers (slowloris).
           return new Promise<void>((resolve) => {
             socket.once("connect", () => {
+              connectedAt = performance.now();
               socket.write("GET /img/0/0/0/0/0 HTTP/1.1\r\nHost: x\r\n");
               resolve();
             });
@@ -344,16 +350,19 @@ test("hostile requests: a clear status, nothing outside the store, the server ke
         }),
       );
     }
-    const deadline = performance.now() + 8000;
+    // Generous: on a loaded machine the connects alone take seconds; the bound judged is each connection's lifetime.
+    const deadline = performance.now() + 20_000;
     while (closed < sockets.length && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
     clearInterval(sampler);
-    const allClosedMs = performance.now() - started;
     assert.equal(closed, sockets.length, `all ${sockets.length} connections closed by the server (${closed} were)`);
     assert.ok(peak <= 100 + 10, `the server held at most --max-connections sockets (peak ${peak} descriptors over its baseline)`);
-    assert.ok(allClosedMs < 7000, `cut within the timeout (${allClosedMs.toFixed(0)} ms)`);
+    const longest = Math.max(...lifetimes);
+    assert.ok(longest < 5000, `each cut within the 1.5 s timeout and its check interval (longest ${longest.toFixed(0)} ms)`);
     const after = await get(`${serve.url}img/0/0/0/0/0`);
     assert.equal(after.status, 200, "still serving");
-    assert.ok(openFds(pid) <= baseline + 5, "no descriptor left behind");
+    const settle = performance.now() + 3000;
+    while (openFds(pid) > baseline + 5 && performance.now() < settle) await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.ok(openFds(pid) <= baseline + 5, `no descriptor left behind (${openFds(pid)} open, ${baseline} before)`);
   });
 
   await t.test("headers trickled a byte at a time: cut when the headers take longer than the timeout", async () => {
@@ -366,11 +375,11 @@ test("hostile requests: a clear status, nothing outside the store, the server ke
       for (const socket of sockets) if (!socket.destroyed) socket.write("X");
     }, 200);
     for (const socket of sockets) socket.write("GET /img/0/0/0/0/0 HTTP/1.1\r\nX-Slow: ");
-    while (closedAt.length < sockets.length && performance.now() - started < 6000) await new Promise((resolve) => setTimeout(resolve, 50));
+    while (closedAt.length < sockets.length && performance.now() - started < 10_000) await new Promise((resolve) => setTimeout(resolve, 50));
     clearInterval(trickle);
     for (const socket of sockets) socket.destroy();
     assert.equal(closedAt.length, sockets.length, "every trickling connection was cut");
-    assert.ok(Math.max(...closedAt) < 4000, `within the 1.5 s timeout and its check interval (${Math.max(...closedAt).toFixed(0)} ms)`);
+    assert.ok(Math.max(...closedAt) < 6000, `within the 1.5 s timeout and its check interval (${Math.max(...closedAt).toFixed(0)} ms; without the check the headers timeout waits for Node's 30 s sweep)`);
     assert.equal((await get(`${serve.url}img/0/0/0/0/0`)).status, 200, "still serving");
   });
 
@@ -405,7 +414,7 @@ test("hostile requests: a clear status, nothing outside the store, the server ke
       assert.equal(r.status, 200);
       assert.ok(r.body.equals(f.values.get(keys[i % keys.length]!)!));
     });
-    assert.ok(performance.now() - started < 20_000);
+    assert.ok(performance.now() - started < 60_000);
   });
 
   await t.test("slow readers: slots are freed after the timeout, a waiting request is told 503 in the meantime", async () => {
@@ -413,14 +422,21 @@ test("hostile requests: a clear status, nothing outside the store, the server ke
     // (more than the kernel's socket buffers take, 4 MiB on Linux by default).
     await fsp.writeFile(path.join(f.root, "huge.bin"), Buffer.alloc(64 * 1024 * 1024, 1));
     const stalled: net.Socket[] = [];
+    let inProgress = 0;
     for (let i = 0; i < 40; i++) {
       const socket = net.connect(serve.port, "127.0.0.1");
       socket.on("error", () => {});
+      // Stop reading at the first bytes: the response is in progress and holds its slot.
+      socket.once("data", () => {
+        socket.pause();
+        inProgress++;
+      });
       socket.write("GET /huge.bin HTTP/1.1\r\nHost: x\r\n\r\n");
-      socket.pause();
       stalled.push(socket);
     }
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    const waitUntil = performance.now() + 10_000;
+    while (inProgress < 32 && performance.now() < waitUntil) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.ok(inProgress >= 32, `32 responses in progress (${inProgress} begun), the others wait for a slot`);
     const waiting = await rawGet(serve.port, "/img/0/0/0/0/0");
     assert.equal(waiting.status, 503, "no slot within half the timeout");
     assert.equal(waiting.headers["retry-after"], "1");

@@ -156,7 +156,7 @@ export class Page {
   }
 
   /** Polls `expression` until it is truthy; returns its value. */
-  async waitFor<T>(expression: string, what: string, timeoutMs = 15_000): Promise<T> {
+  async waitFor<T>(expression: string, what: string, timeoutMs = 30_000): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const value = await this.evaluate<T>(expression).catch(() => undefined);
