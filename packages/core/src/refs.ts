@@ -116,7 +116,8 @@ export async function writeRefs(store: H5NestedStore, out: Writable, options: Re
   const maxInline = options.maxInline ?? 65536;
   const subset = (options.path ?? "").replace(/^\/+|\/+$/g, "");
   if (subset) layout.locate(subset); // InvalidKeyError for a path that is no key
-  const locator = new ValueLocator(layout);
+  // The walk visits a shard's keys together, once: a few indexed shards suffice, and memory stays flat.
+  const locator = new ValueLocator(layout, 4);
   const summary: RefsSummary = { keys: 0, metadata: 0, shardRanges: 0, rawFiles: 0, inlined: 0, files: 0, errors: [], errorCount: 0 };
   const files = new Set<string>(); // for the count in the summary; stops growing at MAX_COUNTED_FILES
   const fail = (key: string, reason: string) => {
