@@ -576,9 +576,11 @@ describe("(e) public API", () => {
       "Layout",
       "LeaseExpiredError",
       "LeaseLostError",
+      "ListenFailedError",
       "LockUnavailableError",
       "MAX_DATASET_BYTES",
       "NotAStoreError",
+      "NothingToReferenceError",
       "StoreClosedError",
       "WriteFailedError",
       "canWriteToShard",
@@ -586,6 +588,8 @@ describe("(e) public API", () => {
       "isTempName",
       "keySegments",
       "normalizeExt",
+      "serveStore",
+      "writeRefs",
     ]);
   });
 
@@ -604,6 +608,8 @@ describe("(e) public API", () => {
       [new api.LeaseLostError("/f", "d"), "LeaseLostError", "H5NEST_LEASE_LOST"],
       [new api.LockUnavailableError("/s", "d"), "LockUnavailableError", "H5NEST_LOCK_UNAVAILABLE"],
       [new api.NotAStoreError("/s", "d"), "NotAStoreError", "H5NEST_NOT_A_STORE"],
+      [new api.ListenFailedError("127.0.0.1:8080", "EADDRINUSE"), "ListenFailedError", "H5NEST_LISTEN_FAILED"],
+      [new api.NothingToReferenceError("a/b"), "NothingToReferenceError", "H5NEST_NOTHING_TO_REFERENCE"],
     ];
     for (const [error, name, code] of cases) {
       assert.ok(error instanceof Error, name);
