@@ -141,7 +141,13 @@ export class ReadBatcher {
     }
     const wanted: { read: PendingRead; range: Placed }[] = [];
     for (const read of list) {
-      const place = shard.index.datasets.get(read.item.dataset);
+      let place: ReturnType<typeof shard.index.place>;
+      try {
+        place = shard.index.place(read.item.dataset); // a damaged header fails its own key only
+      } catch (error) {
+        read.reject(error);
+        continue;
+      }
       if (place === undefined) read.resolve(undefined);
       else if (!isPlaced(place)) viaWorkers.push(read);
       else wanted.push({ read, range: subRange(place, read.range) });

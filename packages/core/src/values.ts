@@ -61,7 +61,7 @@ export class ValueLocator {
     const shard = this.shards.get(shardPath);
     if (!shard) return null;
     if (!shard.index) return { kind: "unplaced", shardPath, dataset, reason: shard.unsupported ?? "not decoded", identity: `${shard.identity}/${dataset}` };
-    const place = shard.index.datasets.get(dataset);
+    const place = shard.index.place(dataset);
     if (place === undefined) return null;
     if (!isPlaced(place)) return { kind: "unplaced", shardPath, dataset, reason: place.unplaced, identity: `${shard.identity}/${dataset}` };
     return { kind: "range", shard, offset: place.offset, size: place.length, identity: `${shard.identity}@${place.offset}+${place.length}` };

@@ -112,7 +112,11 @@ export function commitNeedsHdf5(request: CommitRequest): boolean {
     if (!shard.index) return true;
     if (request.target === "raw") return false;
     const replaced = new Set([...request.puts.map((p) => p.dataset), ...request.deletes.map((d) => d.dataset)]);
-    for (const [name, place] of shard.index.datasets) if (!isPlaced(place) && !replaced.has(name)) return true;
+    try {
+      for (const [name, place] of shard.index.datasets) if (!isPlaced(place) && !replaced.has(name)) return true;
+    } catch {
+      return false; // the commit itself reports the damage
+    }
     return false;
   } finally {
     closeIndexed(shard);

@@ -6,13 +6,13 @@
  */
 import fs from "node:fs";
 import { CorruptShardError } from "./errors.js";
-import { type DatasetPlace, indexShard, type ShardIndex } from "./hdf5/shard-index.js";
+import { type DatasetPlace, type LazyShardIndex, openShardIndex } from "./hdf5/shard-index.js";
 
 export interface IndexedShard {
   readonly path: string;
   readonly fd: number;
   /** Null when the shard uses structures the index does not decode: read it through h5wasm. */
-  readonly index: ShardIndex | null;
+  readonly index: LazyShardIndex | null;
   readonly unsupported: string | null;
   readonly identity: string;
 }
@@ -42,7 +42,7 @@ export function openIndexed(file: string): IndexedShard | null {
   try {
     const stat = fs.fstatSync(fd, { bigint: true });
     if (!stat.isFile()) throw new CorruptShardError(file, "not a regular file");
-    const outcome = indexShard(fd, Number(stat.size), file);
+    const outcome = openShardIndex(fd, Number(stat.size), file);
     return {
       path: file,
       fd,

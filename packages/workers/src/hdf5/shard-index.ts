@@ -38,6 +38,72 @@ export interface ShardIndex {
 /** The index, or why this shard as a whole must be read through h5wasm. */
 export type IndexOutcome = { ok: true; index: ShardIndex } | { ok: false; reason: string };
 
+/**
+ * An index that reads a dataset's object header only when that dataset is
+ * first asked for: opening a shard to read a few chunks costs its group's
+ * metadata, not every header. `datasets` places them all (and is cached).
+ */
+export interface LazyShardIndex extends ShardIndex {
+  /** Where `name`'s bytes lie; undefined when the root group holds no dataset of that name. Throws CorruptShardError. */
+  place(name: string): DatasetPlace | undefined;
+}
+
+export type LazyIndexOutcome = { ok: true; index: LazyShardIndex } | { ok: false; reason: string };
+
+/** Lists the shard open at `fd` (of `size` bytes); datasets are placed on demand. Throws CorruptShardError naming `file`. */
+export function openShardIndex(fd: number, size: number, file: string): LazyIndexOutcome {
+  const indexer = new Indexer(new FileWindow(fd, size));
+  let links: Map<string, Link>;
+  try {
+    links = new Map(indexer.list().map((link) => [link.name, link]));
+  } catch (error) {
+    return failed(error, file);
+  }
+  const placed = new Map<string, DatasetPlace | null>();
+  let all: Map<string, DatasetPlace> | undefined;
+  const place = (name: string): DatasetPlace | undefined => {
+    if (placed.has(name)) return placed.get(name) ?? undefined;
+    const link = links.get(name);
+    if (!link) return undefined;
+    let result: DatasetPlace | null;
+    try {
+      result = indexer.placeLink(link);
+    } catch (error) {
+      if (error instanceof Unsupported) result = { unplaced: error.message };
+      else throw asCorrupt(error, file);
+    }
+    placed.set(name, result);
+    return result ?? undefined;
+  };
+  return {
+    ok: true,
+    index: {
+      place,
+      get datasets(): Map<string, DatasetPlace> {
+        if (!all) {
+          all = new Map();
+          for (const name of links.keys()) {
+            const where = place(name);
+            if (where) all.set(name, where);
+          }
+        }
+        return all;
+      },
+    },
+  };
+}
+
+function failed(error: unknown, file: string): { ok: false; reason: string } {
+  if (error instanceof Unsupported) return { ok: false, reason: error.message };
+  throw asCorrupt(error, file);
+}
+
+function asCorrupt(error: unknown, file: string): unknown {
+  if (error instanceof Damage) return new CorruptShardError(file, error.message);
+  if (error instanceof RangeError) return new CorruptShardError(file, `metadata out of range (${error.message})`);
+  return error;
+}
+
 const SIGNATURE = [0x89, 0x48, 0x44, 0x46, 0x0d, 0x0a, 0x1a, 0x0a];
 const MAX_LINKS = 10_000_000;
 const MAX_DEPTH = 64;
@@ -187,22 +253,34 @@ class Indexer {
   constructor(private readonly file: FileWindow) {}
 
   run(): ShardIndex {
-    const rootAddress = this.superblock();
     const datasets = new Map<string, DatasetPlace>();
+    for (const link of this.list()) {
+      const place = this.placeLink(link);
+      if (place) datasets.set(link.name, place);
+    }
+    return { datasets };
+  }
+
+  /** The root group's links, checked as HDF5 would find them (no dataset header read yet). */
+  list(): Link[] {
+    const rootAddress = this.superblock();
     const root = this.objectHeader(rootAddress, "root group");
     const links = this.groupLinks(root, "root group");
     if (links.length > MAX_LINKS) throw new Damage("too many links");
+    const names = new Set<string>();
     for (const link of links) {
-      if (datasets.has(link.name)) throw new Damage(`root group lists "${link.name}" twice`);
-      if (link.target === null) {
-        datasets.set(link.name, { unplaced: "soft or external link" });
-        continue;
-      }
-      const header = this.objectHeader(link.target, `object header of "${link.name}"`);
-      if (objectClass(header, link.name) !== "dataset") continue;
-      datasets.set(link.name, this.dataset(link.name, header));
+      if (names.has(link.name)) throw new Damage(`root group lists "${link.name}" twice`);
+      names.add(link.name);
     }
-    return { datasets };
+    return links;
+  }
+
+  /** Where the bytes of the dataset a link names lie; null when it names something else (a group, a type). */
+  placeLink(link: Link): DatasetPlace | null {
+    if (link.target === null) return { unplaced: "soft or external link" };
+    const header = this.objectHeader(link.target, `object header of "${link.name}"`);
+    if (objectClass(header, link.name) !== "dataset") return null;
+    return this.dataset(link.name, header);
   }
 
   private cursor(absolute: number, length: number, what: string): Cursor {
