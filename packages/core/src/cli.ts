@@ -5,6 +5,7 @@
  */
 import { Command, InvalidArgumentError, Option } from "commander";
 import { randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { createWriteStream } from "node:fs";
 import { finished } from "node:stream/promises";
 import { runDemo } from "./demo.js";
@@ -202,7 +203,10 @@ storeOptions(program.command("ls <store> [prefix]").description("list keys (raw 
   async (dir: string, prefix: string | undefined, flags: StoreFlags) => {
     const store = await openStore(dir, flags);
     try {
-      for await (const key of store.keys(prefix ?? "")) console.log(flags.json ? JSON.stringify(key) : key);
+      for await (const key of store.keys(prefix ?? "")) {
+        // Waits for a slow reader of the pipe: the listing never piles up in memory.
+        if (!process.stdout.write(`${flags.json ? JSON.stringify(key) : key}\n`)) await once(process.stdout, "drain");
+      }
     } finally {
       await store.close();
     }
@@ -297,6 +301,12 @@ program
   .command("demo [folder]")
   .description("build a small NestedDirectoryStore, show info, consolidate it, verify it")
   .action(async (folder: string | undefined) => runDemo(folder));
+
+// `h5nest ls store | head`: the reader left; that ends the listing, quietly.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(0);
+  throw error;
+});
 
 try {
   await program.parseAsync();
