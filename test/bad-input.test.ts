@@ -576,12 +576,16 @@ describe("(e) public API", () => {
       "Layout",
       "LeaseExpiredError",
       "LeaseLostError",
+      "LeaseNamespaceError",
+      "LeaseRefusedError",
       "ListenFailedError",
       "LockUnavailableError",
       "MAX_DATASET_BYTES",
       "NotAStoreError",
       "NothingToReferenceError",
       "StoreClosedError",
+      "StoreConfigMismatchError",
+      "StoreIdentityError",
       "WriteFailedError",
       "canWriteToShard",
       "createV2Array",
@@ -610,6 +614,10 @@ describe("(e) public API", () => {
       [new api.NotAStoreError("/s", "d"), "NotAStoreError", "H5NEST_NOT_A_STORE"],
       [new api.ListenFailedError("127.0.0.1:8080", "EADDRINUSE"), "ListenFailedError", "H5NEST_LISTEN_FAILED"],
       [new api.NothingToReferenceError("a/b"), "NothingToReferenceError", "H5NEST_NOTHING_TO_REFERENCE"],
+      [new api.StoreConfigMismatchError("/s", "consolidateDepth", 3, 4), "StoreConfigMismatchError", "H5NEST_CONFIG_MISMATCH"],
+      [new api.StoreIdentityError("/s/.h5nest/store.json", "d"), "StoreIdentityError", "H5NEST_STORE_IDENTITY"],
+      [new api.LeaseRefusedError("/s", "d"), "LeaseRefusedError", "H5NEST_LEASE_REFUSED"],
+      [new api.LeaseNamespaceError("/s", "d"), "LeaseNamespaceError", "H5NEST_LEASE_NAMESPACE"],
     ];
     for (const [error, name, code] of cases) {
       assert.ok(error instanceof Error, name);

@@ -134,6 +134,7 @@ test("consolidate a copy of the Python fixture: every key, array and shard reads
     const expected = [
       ...manifest.files.filter((f) => isMetadataKey(f) || !arrayOfKey(f, FIXTURE_SHARDABLE)),
       "raw/vol3d/2.h5", // new: the Python store never consolidates 3-D arrays
+      ".h5nest/store.json", // new: the layout the consolidation wrote shards with
       ...labelRaw,
     ].sort();
     assert.deepEqual(filesAfter, expected);
@@ -243,7 +244,7 @@ test("consolidate a NestedDirectoryStore written by Python zarr: values read the
 
   await t.test("the tree: metadata, the raw files of line1, g/img2 and v1.2/img4 (untouched), and the shards", async () => {
     const metadata = ns.files.filter(isMetadataKey);
-    assert.deepEqual(filesAfter, [...metadata, ...stay, ...expectedShards].sort());
+    assert.deepEqual(filesAfter, [...metadata, ...stay, ...expectedShards, ".h5nest/store.json"].sort()); // and the layout recorded
     assert.deepEqual(await Promise.all(stay.map((f) => fileState(path.join(root, f)))), stayBefore);
     assert.ok(!filesAfter.some((f) => f.startsWith("v1.2/") && f.endsWith(".h5")), "no shard inside v1.2");
     assert.equal(await exists(path.join(dir, "store.h5")), false, "no shard beside the store folder");

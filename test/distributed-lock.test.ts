@@ -29,8 +29,7 @@ import {
   encodeFrame,
   FrameDecoder,
   LeaseTable,
-  LocalLeaseProvider,
-  leaseEndpoint,
+  type LocalLeaseProvider,
   MAX_FRAME_BYTES,
   MAX_TERM_MS,
   PROTOCOL_VERSION,
@@ -40,499 +39,29 @@ import {
   timeLeftMs,
 } from "@h5nest/coordinator";
 import { createV2Array, H5NestedStore } from "h5nest";
+import { latestSocket, openProvider, RawClient, storeLeases } from "./helpers/leases.js";
+import {
+  assertFinalChunks,
+  assertLogs,
+  CHUNKS,
+  type Child,
+  hr,
+  leaseIntervals,
+  type LeaseInterval,
+  assertNoOverlappingLeases,
+  ms,
+  ownerPid,
+  readArray,
+  readLeaseLog,
+  SHAPE,
+  scenario,
+  show,
+  startChild,
+  stopChildren,
+  writerConfig,
+  writesOf,
+} from "./helpers/lock-harness.js";
 import { tempDir } from "./helpers/tmp.js";
-
-const CHILDREN = path.join(import.meta.dirname, "children");
-const hr = () => process.hrtime.bigint();
-const ms = (ns: bigint) => Number(ns) / 1e6;
-/** JSON that also shows bigints. */
-const show = (value: unknown) => JSON.stringify(value, (_key, v) => (typeof v === "bigint" ? `${v}` : v));
-
-// ---------------------------------------------------------------------------
-// Child processes
-
-interface ExitInfo {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  /** hrtime when the parent saw the process exit (it was dead by then). */
-  at: bigint;
-}
-
-class Child {
-  readonly proc: ChildProcessWithoutNullStreams;
-  readonly lines: string[] = [];
-  stderr = "";
-  exit: ExitInfo | null = null;
-  /** Resolves when the process exited and its output was read to the end. */
-  readonly closed: Promise<ExitInfo>;
-  private readonly listeners = new Set<() => void>();
-  private ended = false;
-
-  constructor(
-    readonly name: string,
-    script: string,
-    args: string[],
-    env: NodeJS.ProcessEnv,
-  ) {
-    this.proc = spawn(process.execPath, [path.join(CHILDREN, script), ...args], { stdio: "pipe", env });
-    let partial = "";
-    this.proc.stdout.setEncoding("utf8");
-    this.proc.stdout.on("data", (text: string) => {
-      partial += text;
-      const parts = partial.split("\n");
-      partial = parts.pop()!;
-      if (parts.length) {
-        this.lines.push(...parts);
-        this.notify();
-      }
-    });
-    this.proc.stderr.setEncoding("utf8");
-    this.proc.stderr.on("data", (text: string) => {
-      this.stderr = (this.stderr + text).slice(-3000);
-    });
-    this.proc.stdin.on("error", () => {}); // EPIPE after a kill
-    this.proc.on("exit", (code, signal) => {
-      this.exit = { code, signal, at: hr() };
-    });
-    this.closed = new Promise((resolve) => {
-      this.proc.on("close", () => {
-        this.ended = true;
-        this.notify();
-        resolve(this.exit!);
-      });
-    });
-  }
-
-  get pid(): number {
-    return this.proc.pid!;
-  }
-
-  get alive(): boolean {
-    return this.exit === null;
-  }
-
-  private notify(): void {
-    for (const listener of [...this.listeners]) listener();
-  }
-
-  /** The first line (old or new) satisfying `match`. */
-  waitFor(match: (line: string) => boolean, what: string, timeoutMs = 20_000): Promise<string> {
-    return new Promise((resolve, reject) => {
-      const finish = () => {
-        clearTimeout(timer);
-        this.listeners.delete(check);
-      };
-      const check = () => {
-        const found = this.lines.find(match);
-        if (found !== undefined) {
-          finish();
-          resolve(found);
-        } else if (this.ended) {
-          finish();
-          reject(new Error(`${this.name} (pid ${this.pid}) ended (${show(this.exit)}) before ${what}\n${this.describe()}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        finish();
-        reject(new Error(`${this.name} (pid ${this.pid}): timed out after ${timeoutMs} ms waiting for ${what}\n${this.describe()}`));
-      }, timeoutMs);
-      this.listeners.add(check);
-      check();
-    });
-  }
-
-  count(prefix: string): number {
-    return this.lines.filter((line) => line.startsWith(prefix)).length;
-  }
-
-  send(line: string): void {
-    this.proc.stdin.write(`${line}\n`);
-  }
-
-  signal(signal: NodeJS.Signals): void {
-    if (this.alive) process.kill(this.pid, signal);
-  }
-
-  /** SIGKILL; returns the hrtime just before the signal was sent. */
-  async kill9(): Promise<bigint> {
-    const before = hr();
-    process.kill(this.pid, "SIGKILL");
-    await this.closed;
-    return before;
-  }
-
-  describe(): string {
-    return `last lines: ${JSON.stringify(this.lines.slice(-6))}\nstderr: ${this.stderr}`;
-  }
-}
-
-const childrenOf = new WeakMap<TestContext, Child[]>();
-
-function startChild(t: TestContext, name: string, script: string, args: string[], env: NodeJS.ProcessEnv): Child {
-  const child = new Child(name, script, args, env);
-  const list = childrenOf.get(t) ?? [];
-  list.push(child);
-  childrenOf.set(t, list);
-  return child;
-}
-
-/** Kills (SIGCONT, then SIGKILL) every child of the test still running. */
-async function stopChildren(t: TestContext): Promise<void> {
-  for (const child of childrenOf.get(t) ?? []) {
-    if (!child.alive) continue;
-    try {
-      process.kill(child.pid, "SIGCONT");
-      process.kill(child.pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-    await child.closed;
-  }
-}
-
-// ---------------------------------------------------------------------------
-// A store with one v2 array, and the logs of its lease servers and workers
-
-interface Scenario {
-  dir: string;
-  storePath: string;
-  leaseLog: string;
-  traceFile: string;
-  env: NodeJS.ProcessEnv;
-  shape: number[];
-  chunks: number[];
-}
-
-async function scenario(t: TestContext, shape: number[], chunks: number[]): Promise<Scenario> {
-  // Registered before tempDir's removal (after-hooks run in order): children die first.
-  let endpoint: { socketPath: string; stateFile: string } | undefined;
-  t.after(async () => {
-    await stopChildren(t);
-    // The lease socket and state file live outside the temp folder (keyed by the store's real path).
-    if (endpoint) {
-      fs.rmSync(endpoint.socketPath, { force: true });
-      fs.rmSync(endpoint.stateFile, { force: true });
-    }
-  });
-  const dir = await tempDir(t, "h5nest-dlock-");
-  const storePath = path.join(dir, "store");
-  const setup = await H5NestedStore.open(storePath, { workers: 1 });
-  try {
-    await createV2Array(setup, "img", { shape, chunks, dtype: "<u4", compressor: null });
-  } finally {
-    await setup.close();
-  }
-  endpoint = leaseEndpoint(storePath);
-  const leaseLog = path.join(dir, "leases.jsonl");
-  const traceFile = path.join(dir, "trace.jsonl");
-  const env = { ...process.env, H5NEST_LEASE_LOG: leaseLog, H5NEST_TRACE_FILE: traceFile };
-  return { dir, storePath, leaseLog, traceFile, env, shape, chunks };
-}
-
-function writerConfig(s: Scenario, extra: Record<string, unknown>): string {
-  return JSON.stringify({ store: s.storePath, array: "img", workers: 1, ...extra });
-}
-
-/** Complete JSON lines of a file another process may still be appending to. */
-function readJsonLines<T>(file: string): T[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, "utf8");
-  } catch {
-    return [];
-  }
-  const lines = text.split("\n");
-  lines.pop(); // empty, or a line still being written
-  return lines.filter(Boolean).map((line) => JSON.parse(line) as T);
-}
-
-interface LeaseEvent {
-  event: "grant" | "renew" | "release";
-  server: number;
-  shard: string;
-  owner: string;
-  token: number;
-  at: bigint;
-  expires: bigint;
-}
-
-function readLeaseLog(file: string): LeaseEvent[] {
-  return readJsonLines<Record<string, unknown>>(file).map((e) => ({
-    ...(e as unknown as LeaseEvent),
-    at: BigInt(e.at as string),
-    expires: BigInt(e.expires as string),
-  }));
-}
-
-/** The pid inside an owner name (`host:pid:random`). */
-function ownerPid(owner: string): number {
-  const parts = owner.split(":");
-  return Number(parts[parts.length - 2]);
-}
-
-interface LeaseInterval {
-  shard: string;
-  owner: string;
-  token: number;
-  /** The server that granted it. */
-  server: number;
-  /** The server of its latest event (a clean handover passes live leases to the next server). */
-  lastServer: number;
-  start: bigint;
-  /** Release time, else the latest expiry granted (grant or renewal). */
-  end: bigint;
-  released: boolean;
-}
-
-/**
- * A lease handed from one server to the next has its expiry carried over
- * through the wall clock (Date.now(), 1 ms resolution): the two servers may
- * disagree about it by a millisecond or two. Holders stop SAFETY_MARGIN_MS
- * (250 ms) before the expiry, so this much is tolerated across servers only.
- */
-const CROSS_SERVER_SLACK_NS = 5_000_000n;
-
-/**
- * One interval per token: [grant.at, release.at or the latest expiry]. Also
- * checks the log is coherent: each token granted once, renewals and releases
- * only of granted, live, unreleased tokens, of the same shard and owner.
- */
-function leaseIntervals(events: LeaseEvent[]): Map<number, LeaseInterval> {
-  const byToken = new Map<number, LeaseInterval>();
-  for (const e of events) {
-    if (e.event === "grant") {
-      assert.ok(!byToken.has(e.token), `token ${e.token} granted twice`);
-      byToken.set(e.token, { shard: e.shard, owner: e.owner, token: e.token, server: e.server, lastServer: e.server, start: e.at, end: e.expires, released: false });
-      continue;
-    }
-    const lease = byToken.get(e.token);
-    assert.ok(lease, `${e.event} of token ${e.token}, which was never granted`);
-    assert.equal(lease.shard, e.shard, `token ${e.token} is for ${lease.shard}, not ${e.shard}`);
-    assert.equal(lease.owner, e.owner, `token ${e.token} belongs to ${lease.owner}, not ${e.owner}`);
-    assert.ok(!lease.released, `${e.event} of token ${e.token} after its release`);
-    const slack = e.server === lease.lastServer ? 0n : CROSS_SERVER_SLACK_NS;
-    lease.lastServer = e.server;
-    if (e.event === "renew") {
-      assert.ok(e.at < lease.end + slack, `token ${e.token} renewed ${ms(e.at - lease.end)} ms after it expired`);
-      if (e.expires > lease.end) lease.end = e.expires;
-    } else {
-      lease.end = e.at;
-      lease.released = true;
-    }
-  }
-  return byToken;
-}
-
-/** No two leases of one shard overlap; tokens grow with every grant of a shard. */
-function assertNoOverlappingLeases(intervals: Map<number, LeaseInterval>): void {
-  const byShard = new Map<string, LeaseInterval[]>();
-  for (const lease of intervals.values()) {
-    const list = byShard.get(lease.shard) ?? [];
-    list.push(lease);
-    byShard.set(lease.shard, list);
-  }
-  for (const [shard, list] of byShard) {
-    list.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
-    let previous: LeaseInterval | null = null;
-    for (const lease of list) {
-      if (previous) {
-        const slack = lease.server === previous.lastServer ? 0n : CROSS_SERVER_SLACK_NS;
-        assert.ok(
-          lease.start + slack >= previous.end,
-          `${shard}: token ${lease.token} (owner pid ${ownerPid(lease.owner)}, server ${lease.server}) granted ` +
-            `${ms(previous.end - lease.start).toFixed(3)} ms before token ${previous.token} (owner pid ${ownerPid(previous.owner)}, ` +
-            `server ${previous.server}) ended`,
-        );
-        assert.ok(lease.token > previous.token, `${shard}: token ${lease.token} granted after ${previous.token}`);
-      }
-      if (!previous || lease.end > previous.end) previous = lease;
-    }
-  }
-}
-
-interface Commit {
-  thread: number;
-  pid: number;
-  owner: string;
-  lease: number;
-  start: bigint;
-  end: bigint;
-}
-
-function readTrace(file: string): Commit[] {
-  return readJsonLines<Record<string, unknown>>(file).map((e) => ({
-    ...(e as unknown as Commit),
-    start: BigInt(e.start as string),
-    end: BigInt(e.end as string),
-  }));
-}
-
-/**
- * No two commits of a shard overlap (across processes and threads), and each
- * runs inside the lease of its fencing token, held by its own process.
- * Returns how many shards were committed by more than one process.
- */
-function assertCommitsExclusive(commits: Commit[], intervals: Map<number, LeaseInterval>): number {
-  const byOwner = new Map<string, Commit[]>();
-  for (const c of commits) {
-    const lease = intervals.get(c.lease);
-    assert.ok(lease, `commit of ${c.owner} by pid ${c.pid} under token ${c.lease}, which no server granted`);
-    assert.equal(lease.shard, c.owner, `commit of ${c.owner} under token ${c.lease}, a lease of ${lease.shard}`);
-    assert.equal(ownerPid(lease.owner), c.pid, `commit by pid ${c.pid} under token ${c.lease} of ${lease.owner}`);
-    assert.ok(c.start >= lease.start, `commit of ${c.owner} (token ${c.lease}) started ${ms(lease.start - c.start)} ms before its grant`);
-    assert.ok(c.end <= lease.end, `commit of ${c.owner} (token ${c.lease}) ended ${ms(c.end - lease.end)} ms after its lease`);
-    const list = byOwner.get(c.owner) ?? [];
-    list.push(c);
-    byOwner.set(c.owner, list);
-  }
-  let shared = 0;
-  for (const [owner, list] of byOwner) {
-    list.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
-    let latest: Commit | null = null;
-    for (const c of list) {
-      if (latest) {
-        assert.ok(
-          c.start >= latest.end,
-          `${owner}: commit of pid ${c.pid} (token ${c.lease}) overlaps commit of pid ${latest.pid} (token ${latest.lease})`,
-        );
-      }
-      if (!latest || c.end > latest.end) latest = c;
-    }
-    if (new Set(list.map((c) => c.pid)).size > 1) shared += 1;
-  }
-  return shared;
-}
-
-// ---------------------------------------------------------------------------
-// Writes and the final contents
-
-interface Write {
-  child: string;
-  value: number;
-  /** [from, to) per axis, in chunks. */
-  box: [number, number][];
-  begin: bigint;
-  /** Acknowledgement time; for a killed writer's unacknowledged write, its death. */
-  end: bigint | null;
-  acked: boolean;
-  failure: string | null;
-}
-
-function writesOf(child: Child, diedAt?: bigint): Write[] {
-  const writes = new Map<number, Write>();
-  for (const line of child.lines) {
-    const [kind, value, time, ...rest] = line.split(" ");
-    if (kind === "begin") {
-      writes.set(Number(value), { child: child.name, value: Number(value), box: JSON.parse(rest.join(" ")), begin: BigInt(time!), end: null, acked: false, failure: null });
-    } else if (kind === "ack" || kind === "fail") {
-      const write = writes.get(Number(value));
-      assert.ok(write, `${child.name}: ${kind} of ${value} without begin`);
-      write.end = BigInt(time!);
-      write.acked = kind === "ack";
-      if (kind === "fail") write.failure = rest.join(" ");
-    }
-  }
-  const list = [...writes.values()];
-  if (diedAt !== undefined) for (const w of list) if (w.end === null) w.end = diedAt;
-  return list;
-}
-
-async function readArray(storePath: string): Promise<Uint32Array> {
-  const store = await H5NestedStore.open(storePath, { workers: 1 });
-  try {
-    const array = await zarr.open.v2(zarr.root(store).resolve("img"), { kind: "array" });
-    return (await zarr.get(array, null)).data as Uint32Array;
-  } finally {
-    await store.close();
-  }
-}
-
-function* indices(extent: number[]): Generator<number[]> {
-  const index = extent.map(() => 0);
-  if (extent.some((n) => n === 0)) return;
-  for (;;) {
-    yield [...index];
-    let axis = extent.length - 1;
-    while (axis >= 0 && ++index[axis]! === extent[axis]) index[axis--] = 0;
-    if (axis < 0) return;
-  }
-}
-
-/**
- * Every chunk is uniform (not torn) and holds the value of a write covering
- * it that no acknowledged write begun after that write's end superseded;
- * a chunk no acknowledged write covered may still hold the fill value 0.
- */
-function assertFinalChunks(data: Uint32Array, s: Scenario, writes: Write[]): { contested: number } {
-  const grid = s.shape.map((n, axis) => n / s.chunks[axis]!);
-  const stride = s.shape.map((_, axis) => s.shape.slice(axis + 1).reduce((a, b) => a * b, 1));
-  let contested = 0;
-  for (const chunk of indices(grid)) {
-    const origin = chunk.map((c, axis) => c * s.chunks[axis]!);
-    let value: number | undefined;
-    for (const offset of indices(s.chunks)) {
-      const at = data[offset.reduce((sum, o, axis) => sum + (origin[axis]! + o) * stride[axis]!, 0)]!;
-      if (value === undefined) value = at;
-      else assert.equal(at, value, `chunk ${chunk} is torn: ${value} and ${at}`);
-    }
-    const covering = writes.filter((w) => w.box.every(([from, to], axis) => chunk[axis]! >= from && chunk[axis]! < to));
-    if (new Set(covering.map((w) => w.child)).size > 1) contested += 1;
-    if (value === 0) {
-      const acked = covering.find((w) => w.acked);
-      assert.equal(acked, undefined, `chunk ${chunk} holds the fill value, but write ${acked?.value} of it was acknowledged`);
-      continue;
-    }
-    const winner = covering.find((w) => w.value === value);
-    assert.ok(winner, `chunk ${chunk} holds ${value}, which no write of this chunk wrote`);
-    assert.ok(winner.end !== null, `chunk ${chunk} holds ${value}, a write that neither ended nor died`);
-    const later = covering.find((w) => w.acked && w.begin > winner.end!);
-    assert.equal(later, undefined, `chunk ${chunk}: acknowledged write ${later?.value} (${later?.child}) began after ${value} (${winner.child}) ended, yet lost`);
-  }
-  return { contested };
-}
-
-// Five-dimensional like the images h5nest stores: 8 shards (one per t,c,z) of 16 chunks of 1 KiB.
-const SHAPE = [1, 2, 4, 64, 64];
-const CHUNKS = [1, 1, 1, 16, 16];
-
-/** Runs the checks shared by the writer tests; returns the lease intervals. */
-/**
- * One name per shard file: lease names may be absolute paths (as the
- * process that took the lease spelled its store's path) or relative to the
- * store; commit traces name the shard by the writer's path. Both become the
- * real path of the shard file.
- */
-function shardNamer(storePath: string): (name: string) => string {
-  const realStore = fs.realpathSync(storePath);
-  const folders = new Map<string, string>();
-  return (name) => {
-    const absolute = path.isAbsolute(name) ? name : path.join(realStore, name);
-    const folder = path.dirname(absolute);
-    let real = folders.get(folder);
-    if (real === undefined) {
-      try {
-        real = fs.realpathSync(folder);
-      } catch {
-        real = folder;
-      }
-      folders.set(folder, real);
-    }
-    return path.join(real, path.basename(absolute));
-  };
-}
-
-/** Checks the lease log and the commit trace (shards named by their real paths). */
-function assertLogs(s: Scenario): { intervals: Map<number, LeaseInterval>; events: LeaseEvent[]; commits: Commit[]; shared: number } {
-  const canonical = shardNamer(s.storePath);
-  const events = readLeaseLog(s.leaseLog).map((e) => ({ ...e, shard: canonical(e.shard) }));
-  const commits = readTrace(s.traceFile).map((c) => ({ ...c, owner: canonical(c.owner) }));
-  assert.ok(events.length > 0, "the lease server logged its grants");
-  assert.ok(commits.length > 0, "the workers traced their commits");
-  const intervals = leaseIntervals(events);
-  assertNoOverlappingLeases(intervals);
-  const shared = assertCommitsExclusive(commits, intervals);
-  return { intervals, events, commits, shared };
-}
 
 // ---------------------------------------------------------------------------
 
@@ -697,7 +226,7 @@ describe("distributedLock across processes", () => {
     await sleep(200 + Math.random() * 300);
     assert.equal(waiter.count("granted "), 0, "s/a is not granted while its holder lives");
 
-    const poker = await startPoker(leaseEndpoint(s.storePath).socketPath, ["s/a", "s/b"]);
+    const poker = await startPoker(s.storePath, ["s/a", "s/b"]);
     const killedAt = await holder.kill9();
     waiter.send("acquire s/b"); // asked only after the death
     const grants = new Map<string, bigint>();
@@ -762,7 +291,7 @@ describe("distributedLock across processes", () => {
     assert.ok(victim && held.length > 0, "the victim died holding a lease");
     t.diagnostic(`victim ${victim.name} killed holding ${held.length} lease(s)`);
 
-    const poker = await startPoker(leaseEndpoint(s.storePath).socketPath, held.map((i) => i.shard));
+    const poker = await startPoker(s.storePath, held.map((i) => i.shard));
     next.send(`write 7 ${JSON.stringify(s.shape.map((n, axis) => [0, n / s.chunks[axis]!]))}`);
     const ack = await next.waitFor((l) => l.startsWith("ack 7 ") || l.startsWith("fail 7 "), "the whole-array write", 15_000);
     await poker.stop();
@@ -792,7 +321,12 @@ describe("distributedLock across processes", () => {
 // ---------------------------------------------------------------------------
 // Fuzzing the lease server
 
-type Corrupt = { bytes: Buffer[]; end: boolean; replies: number; kind: string };
+/**
+ * A bad frame, what it is, and what the server must do: close the connection
+ * after `replies` answers, or (`stays`: a well-formed request with a bad
+ * field, which has an id to answer) refuse it, typed, and keep the connection.
+ */
+type Corrupt = { bytes: Buffer[]; end: boolean; replies: number; kind: string; stays?: boolean };
 
 const frame = (message: Record<string, unknown>): Buffer => encodeFrame(message as never);
 
@@ -871,7 +405,9 @@ function badFrame(): Corrupt {
       const value = pick(BAD_FIELDS[name]!);
       if (value === MISSING) delete request[name];
       else request[name] = value;
-      return { kind: `${kind}:${op}.${name}=${String(value === MISSING ? "missing" : JSON.stringify(value))}`, bytes: [frame(request)], end: false, replies: 0 };
+      // Without a valid version and id there is nothing to answer: the connection closes.
+      const stays = name !== "v" && name !== "id";
+      return { kind: `${kind}:${op}.${name}=${String(value === MISSING ? "missing" : JSON.stringify(value))}`, bytes: [frame(request)], end: false, replies: stays ? 1 : 0, stays };
     }
     case "nonmap": {
       const value = pick([[1, "acquire"], "hello", 42, null, true, Buffer.from("xx"), [validRequest("hello")]]);
@@ -898,7 +434,7 @@ function badFrame(): Corrupt {
       // A frame of exactly MAX_FRAME_BYTES (accepted as a frame) whose owner is far too long.
       const bytes = frame({ v: 1, id: 1, op: "hello", owner: ownerFilling({ v: 1, id: 1, op: "hello" }, MAX_FRAME_BYTES) });
       assert.equal(bytes.length, 4 + MAX_FRAME_BYTES);
-      return { kind, bytes: [bytes], end: false, replies: 0 };
+      return { kind, bytes: [bytes], end: false, replies: 1, stays: true };
     }
     case "truncated": {
       // Cannot be told from a slow client until the peer ends: then the server must close too.
@@ -908,7 +444,7 @@ function badFrame(): Corrupt {
     case "garbage":
       return { kind, bytes: [randomBytes(1 + Math.floor(Math.random() * 64))], end: true, replies: 0 };
     default: {
-      // A good hello (answered), then a bad frame on the same connection.
+      // A good hello (answered: refused without a probe), then a bad frame on the same connection.
       const bad = badFrame();
       if (bad.end || bad.replies) return bad;
       return { kind: `hello+${bad.kind}`, bytes: [frame(validRequest("hello")), ...bad.bytes], end: false, replies: 1 };
@@ -918,15 +454,16 @@ function badFrame(): Corrupt {
 
 /**
  * Sends `bad` on a new connection (after the answer to a leading good
- * request, if any); resolves with the replies once the connection closed.
+ * request, if any); resolves with the replies once the connection closed
+ * ("closed"), or for a refusal that keeps it, once answered ("answered").
  */
-function sendBad(socketPath: string, bad: Corrupt): Promise<{ replies: unknown[]; outcome: "closed" | "left open" | "no connection" | "bad reply" }> {
+function sendBad(socketPath: string, bad: Corrupt): Promise<{ replies: Record<string, unknown>[]; outcome: "closed" | "answered" | "left open" | "no connection" | "bad reply" }> {
   return new Promise((resolve) => {
     const socket = net.createConnection(socketPath);
     const decoder = new FrameDecoder();
-    const replies: unknown[] = [];
+    const replies: Record<string, unknown>[] = [];
     let connected = false;
-    let outcome: "closed" | "left open" | "no connection" | "bad reply" | null = null;
+    let outcome: "closed" | "answered" | "left open" | "no connection" | "bad reply" | null = null;
     let onReply: (() => void) | null = null;
     const timer = setTimeout(() => {
       outcome ??= "left open";
@@ -934,7 +471,7 @@ function sendBad(socketPath: string, bad: Corrupt): Promise<{ replies: unknown[]
     }, 3000);
     socket.on("data", (chunk: Buffer) => {
       try {
-        replies.push(...decoder.push(chunk));
+        replies.push(...(decoder.push(chunk) as Record<string, unknown>[]));
       } catch {
         outcome ??= "bad reply";
         socket.destroy();
@@ -963,54 +500,16 @@ function sendBad(socketPath: string, bad: Corrupt): Promise<{ replies: unknown[]
         if (pieces.length > 1) await sleep(0);
       }
       if (bad.end && !socket.destroyed) socket.end();
-    });
-  });
-}
-
-/** A raw protocol connection that sends requests and matches replies by id. */
-class RawClient {
-  private readonly decoder = new FrameDecoder();
-  private readonly waiting = new Map<number, (reply: Record<string, unknown>) => void>();
-  private nextId = 1;
-  closed = false;
-
-  private constructor(private readonly socket: net.Socket) {
-    socket.on("data", (chunk: Buffer) => {
-      for (const reply of this.decoder.push(chunk) as Record<string, unknown>[]) {
-        this.waiting.get(reply.id as number)?.(reply);
-        this.waiting.delete(reply.id as number);
+      if (bad.stays && !socket.destroyed) {
+        await new Promise<void>((next) => {
+          onReply = () => replies.length >= bad.replies && next();
+          onReply();
+        });
+        outcome ??= "answered";
+        socket.destroy();
       }
     });
-    socket.on("error", () => {});
-    socket.on("close", () => {
-      this.closed = true;
-    });
-  }
-
-  static async connect(socketPath: string): Promise<RawClient> {
-    const socket = net.createConnection(socketPath);
-    await new Promise<void>((resolve, reject) => {
-      socket.once("connect", resolve);
-      socket.once("error", reject);
-    });
-    return new RawClient(socket);
-  }
-
-  request(message: Record<string, unknown>, timeoutMs = 5000): Promise<Record<string, unknown>> {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no reply to ${JSON.stringify(message)}`)), timeoutMs);
-      this.waiting.set(id, (reply) => {
-        clearTimeout(timer);
-        resolve(reply);
-      });
-      this.socket.write(frame({ ...message, id }));
-    });
-  }
-
-  close(): void {
-    this.socket.destroy();
-  }
+  });
 }
 
 /**
@@ -1019,8 +518,8 @@ class RawClient {
  * that a lease the server frees too early is granted early, not at the timer
  * the server armed for its expiry.
  */
-async function startPoker(socketPath: string, shards: string[]): Promise<{ stop(): Promise<void> }> {
-  const client = await RawClient.connect(socketPath);
+async function startPoker(storePath: string, shards: string[]): Promise<{ stop(): Promise<void> }> {
+  const client = await RawClient.toStore(storePath);
   let running = true;
   const loop = (async () => {
     while (running && !client.closed) {
@@ -1037,18 +536,27 @@ async function startPoker(socketPath: string, shards: string[]): Promise<{ stop(
   };
 }
 
-test("fuzzing the lease server: each bad frame closes its connection only; grants go on", { timeout: 60_000 }, async (t) => {
+test("fuzzing the lease server: each bad frame is refused (typed) or closes its connection only; grants go on", { timeout: 60_000 }, async (t) => {
   const s = await scenario(t, SHAPE, CHUNKS);
   const server = startChild(t, "server", "lock-writer.mjs", [writerConfig(s, { mode: "commands", leaseMs: 2000 })], s.env);
   await server.waitFor((l) => l.startsWith("ready "), "ready");
   const writer = startChild(t, "writer", "lock-writer.mjs", [writerConfig(s, { mode: "random", id: 2, writes: 100_000, concurrency: 2, leaseMs: 2000, pauseMs: 5 })], s.env);
   await writer.waitFor((l) => l.startsWith("ack "), "a first write");
-  const { socketPath } = leaseEndpoint(s.storePath);
-  assert.equal(fs.statSync(socketPath).mode & 0o777, 0o600, "the socket is private");
-  assert.equal(fs.statSync(path.dirname(socketPath)).mode & 0o777, 0o700, "in a private folder");
+  const leases = await storeLeases(s.storePath);
+  const socketPath = await latestSocket(s.storePath);
+  // A connection must first prove, with a probe file, that it can write this store's lease folder.
+  const stranger = await RawClient.connect(socketPath);
+  for (const request of [validRequest("acquire"), validRequest("renew"), validRequest("release"), validRequest("hello")]) {
+    const reply = await stranger.request(request);
+    assert.equal(reply.ok, false, `${request.op} without a probe is refused`);
+    assert.equal(reply.code, "H5NEST_LEASE_REFUSED");
+  }
+  const foreign = await stranger.request({ ...validRequest("hello"), probe: `probe.${"0".repeat(32)}` });
+  assert.equal(foreign.code, "H5NEST_LEASE_NAMESPACE", "a probe the server cannot see: another store with this identity");
+  stranger.close();
 
   // A well-behaved connection that keeps talking during the whole fuzz run.
-  const good = await RawClient.connect(socketPath);
+  const good = await RawClient.connect(socketPath, leases);
   let goodReplies = 0;
   let fuzzing = true;
   const chatter = (async () => {
@@ -1075,8 +583,11 @@ test("fuzzing the lease server: each bad frame closes its connection only; grant
         const family = bad.kind.split(":")[0]!;
         kinds.set(family, (kinds.get(family) ?? 0) + 1);
         const { outcome, replies } = await sendBad(socketPath, bad);
-        if (outcome !== "closed") failures.push(`${bad.kind}: ${outcome}`);
+        if (outcome !== (bad.stays ? "answered" : "closed")) failures.push(`${bad.kind}: ${outcome}`);
         else if (replies.length !== bad.replies) failures.push(`${bad.kind}: ${replies.length} replies: ${JSON.stringify(replies)}`);
+        else if (bad.stays && (replies.at(-1)!.ok !== false || replies.at(-1)!.code !== "H5NEST_LEASE_REFUSED")) {
+          failures.push(`${bad.kind}: not a typed refusal: ${JSON.stringify(replies.at(-1))}`);
+        }
       }
     }),
   );
@@ -1113,7 +624,7 @@ test("fuzzing the lease server: each bad frame closes its connection only; grant
   // Afterwards the same server process is alive and serves.
   assert.ok(server.alive, `the server died\n${server.describe()}`);
   process.kill(server.pid, 0);
-  const fresh = await RawClient.connect(socketPath);
+  const fresh = await RawClient.connect(socketPath, leases);
   const hello = await fresh.request({ v: 1, op: "hello", owner: "after:0:0" });
   assert.equal(hello.ok, true);
   const grant = await fresh.request({ v: 1, op: "acquire", owner: "after:0:0", shard: "fuzz/after", termMs: 1000 });
@@ -1159,6 +670,9 @@ test("a writer paused (SIGSTOP) mid-commit past its lease fails with a typed err
         if (!name || !/^0\.h5\.[0-9a-f]{32}\.partial$/.test(name) || !stale.alive) return;
         stale.signal("SIGSTOP");
         watcher.close();
+        // The signal lands a moment later, and a commit writes its shard in a few large
+        // writes: only a writer seen stopped with its temporary file still there was caught.
+        waitUntilStopped(stale.pid);
         resolve(fs.existsSync(path.join(shardFolder, name)) ? name : null);
       });
       stale.waitFor((l) => l.startsWith(`ack ${value} `) || l.startsWith(`fail ${value} `), "its write", 20_000).then(
@@ -1218,18 +732,13 @@ test("a writer paused (SIGSTOP) mid-commit past its lease fails with a typed err
 /** Opens LocalLeaseProviders of one store in this process; closes them and removes the lease files after the test. */
 async function providerFactory(t: TestContext): Promise<((termMs: number) => Promise<LocalLeaseProvider>) & { storeRoot: string }> {
   const open: LocalLeaseProvider[] = [];
-  let endpoint: { socketPath: string; stateFile: string } | undefined;
+  // Registered before the temp folder's removal: providers close first. Their state lives in the store.
   t.after(async () => {
     for (const provider of open.reverse()) await provider.close();
-    if (endpoint) {
-      fs.rmSync(endpoint.socketPath, { force: true });
-      fs.rmSync(endpoint.stateFile, { force: true });
-    }
   });
   const dir = await tempDir(t, "h5nest-dlock-");
-  endpoint = leaseEndpoint(dir);
   const factory = async (termMs: number) => {
-    const provider = await LocalLeaseProvider.open({ storeRoot: dir, termMs });
+    const provider = await openProvider(dir, termMs);
     open.push(provider);
     return provider;
   };
@@ -1508,3 +1017,12 @@ describe("frames", () => {
     assert.ok(cases.length > 100);
   });
 });
+
+/** Waits (at most 2 s) until the process is in the stopped state, as /proc shows it. */
+function waitUntilStopped(pid: number): void {
+  const deadline = Date.now() + 2000;
+  while (Date.now() < deadline) {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    if (/^\d+ \(.*\) [Tt] /.test(stat)) return;
+  }
+}

@@ -22,7 +22,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import * as zarr from "zarrita";
 import { RedisLeaseProvider, timeLeftMs } from "@h5nest/coordinator";
 import { createV2Array, H5NestedStore, LockUnavailableError } from "h5nest";
-import { freePort, requireRedis, startRedis } from "./helpers/redis.js";
+import { freePort, requireRedis, startProxy, startRedis } from "./helpers/redis.js";
 import { tempDir } from "./helpers/tmp.js";
 
 const WRITER = path.join(import.meta.dirname, "children", "redis-writer.ts");
@@ -640,3 +640,55 @@ test(
     }
   },
 );
+
+// ---------------------------------------------------------------- 5. Redis that lost data
+
+test("5. a Redis restarted from an older snapshot (epoch kept, lease lost) grants nothing while the earlier lease may live", async (t) => {
+  if (!requireRedis(t)) return;
+  const redis = await startRedis(t);
+  assert.equal(await redis.command("SAVE"), "OK"); // the snapshot knows the store (epoch) but no lease
+  const options = { url: redis.url, namespace: "snapshot", termMs: LEASE_MS };
+  const a = await RedisLeaseProvider.open(options);
+  const b = await RedisLeaseProvider.open(options);
+  t.after(() => Promise.all([a.close(), b.close()]));
+  const leaseA = await a.acquire("shard");
+  await redis.kill("SIGKILL");
+  await redis.restart(); // loads the older snapshot
+  assert.notEqual(await redis.command("GET", "h5nest:epoch"), null, "the snapshot kept the epoch key");
+  assert.deepEqual(await leaseKeys(redis), [], "and lost the lease key");
+  await sleep(400); // ioredis reconnects every 200 ms
+  const leaseB = await within(b.acquire("shard"), 3 * LEASE_MS, null);
+  assert.ok(leaseB, "B gets the lease once A's has run out");
+  const leftA = timeLeftMs(leaseA);
+  assert.ok(leftA <= 0, `B was granted the shard while A's lease still had ${leftA.toFixed(0)} ms to run`);
+  assert.ok(leaseB.token > leaseA.token, `B's token ${leaseB.token} is not above A's ${leaseA.token}`);
+});
+
+test("5. a failover to a replica that missed the latest writes grants nothing while a lease granted by the old master may live", async (t) => {
+  if (!requireRedis(t)) return;
+  const master = await startRedis(t);
+  const replica = await startRedis(t);
+  assert.equal(await replica.command("REPLICAOF", "127.0.0.1", master.port), "OK");
+  // Wait until the replica has the master's data (the epoch and run_id keys).
+  const synced = Date.now() + 10_000;
+  while ((await replica.command("GET", "h5nest:epoch")) !== (await master.command("GET", "h5nest:epoch")) || !String(await replica.command("INFO", "replication")).includes("master_link_status:up")) {
+    assert.ok(Date.now() < synced, "the replica synchronised");
+    await sleep(50);
+  }
+  // The link breaks: the replica misses what follows (the lease), then is promoted.
+  assert.equal(await replica.command("REPLICAOF", "NO", "ONE"), "OK");
+  const proxy = await startProxy(t, master.port);
+  const options = { url: proxy.url, namespace: "failover", termMs: LEASE_MS };
+  const a = await RedisLeaseProvider.open(options);
+  const b = await RedisLeaseProvider.open(options);
+  t.after(() => Promise.all([a.close(), b.close()]));
+  const leaseA = await a.acquire("shard");
+  assert.equal((await leaseKeys(replica)).length, 0, "the replica missed the lease");
+  proxy.failover(replica.port);
+  await master.kill("SIGKILL");
+  await sleep(400);
+  const leaseB = await within(b.acquire("shard"), 3 * LEASE_MS, null);
+  assert.ok(leaseB, "B gets the lease once A's has run out");
+  const leftA = timeLeftMs(leaseA);
+  assert.ok(leftA <= 0, `B was granted the shard by the promoted replica while A's lease still had ${leftA.toFixed(0)} ms to run`);
+});

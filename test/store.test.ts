@@ -10,9 +10,10 @@ import { tempDir } from "./helpers/tmp.js";
 const shape = [1, 1, 2, 256, 256];
 const chunks = [1, 1, 1, 16, 16]; // 256 chunks of 512 bytes per shard
 
+/** The store's files, without its identity record (`.h5nest/store.json`, written with the first shard). */
 async function filesUnder(dir: string): Promise<string[]> {
   return ((await fs.readdir(dir, { recursive: true, withFileTypes: true })) as import("node:fs").Dirent[])
-    .filter((e) => e.isFile())
+    .filter((e) => e.isFile() && !path.relative(dir, e.parentPath).startsWith(".h5nest"))
     .map((e) => path.relative(dir, path.join(e.parentPath, e.name)))
     .sort();
 }

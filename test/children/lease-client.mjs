@@ -2,7 +2,7 @@
  * Child process for the distributed-lock tests: a LocalLeaseProvider driven
  * by stdin, so that a test can hold shard leases in a process it then kills.
  *
- * argv: <storeRoot> <termMs>
+ * argv: <storeRoot> <termMs>   (the store's identity is recorded with the default layout if missing)
  * stdin lines:
  *   acquire <shard> [renew]   acquire (and, with "renew", renew every term/3 like the store does)
  *   release <shard>
@@ -20,13 +20,16 @@
 import fs from "node:fs";
 import readline from "node:readline";
 import { LocalLeaseProvider } from "@h5nest/coordinator";
+import { leaseStateFolder, recordStoreIdentity } from "../../packages/core/dist/identity.js";
 
 const [storeRoot, termText] = process.argv.slice(2);
 const termMs = Number(termText);
 const say = (line) => fs.writeSync(1, `${line}\n`);
 const hr = () => process.hrtime.bigint().toString();
 
-const provider = await LocalLeaseProvider.open({ storeRoot, termMs, connectTimeoutMs: 20_000 });
+// Leases are keyed by the store's identity (recorded with the default layout if missing).
+const identity = await recordStoreIdentity(storeRoot, { consolidateDepth: 3, containerExt: ".h5" });
+const provider = await LocalLeaseProvider.open({ namespace: identity.id, stateDir: leaseStateFolder(storeRoot), termMs, connectTimeoutMs: 20_000 });
 say(`open ${provider.serving ? 1 : 0} ${process.pid} ${hr()}`);
 
 const held = new Map();

@@ -9,7 +9,10 @@
  *                    with holdOpen wait for "exit" on stdin; then close, print "done".
  *   mode "commands": stdin lines "write <value> <box JSON>" (one at a time, in order) and "exit".
  *
+ * config.redis: a redis:// URL for distributedLock { redis } (else local leases).
+ *
  * Every line goes out with fs.writeSync(1, ...) so that kill -9 loses none:
+ *   open-failed <code> <message JSON>     (then exit 3)
  *   ready <pid> <hrtime>
  *   begin <value> <hrtime> <box JSON>     (box: [from, to) per axis, in chunks)
  *   ack <value> <hrtime>
@@ -27,10 +30,16 @@ const config = JSON.parse(process.argv[2]);
 const say = (line) => fs.writeSync(1, `${line}\n`);
 const hr = () => process.hrtime.bigint().toString();
 
-const store = await H5NestedStore.open(config.store, {
-  workers: config.workers ?? 1,
-  distributedLock: { leaseMs: config.leaseMs },
-});
+let store;
+try {
+  store = await H5NestedStore.open(config.store, {
+    workers: config.workers ?? 1,
+    distributedLock: { leaseMs: config.leaseMs, ...(config.redis ? { redis: config.redis } : {}) },
+  });
+} catch (error) {
+  say(`open-failed ${error?.code ?? error?.name ?? "unknown"} ${JSON.stringify(String(error?.message ?? error))}`);
+  process.exit(3);
+}
 const array = await zarr.open.v2(zarr.root(store).resolve(config.array ?? "img"), { kind: "array" });
 const grid = array.shape.map((size, axis) => Math.ceil(size / array.chunks[axis]));
 say(`ready ${process.pid} ${hr()}`);

@@ -147,6 +147,20 @@ async function waitForPing(port: number, proc: ChildProcess, output: () => strin
   }
 }
 
+/** The run_id of the Redis at `port` (it changes with every restart, and differs between a master and its replicas). */
+export async function runId(port: number): Promise<string> {
+  const info = String(await redisCommand(port, ["INFO", "server"]));
+  const match = /run_id:(\w+)/.exec(info);
+  if (!match) throw new Error(`no run_id in INFO server of port ${port}`);
+  return match[1]!;
+}
+
+/** Marks the Redis at `port` as one h5nest has used for a day, without losing data: no first-use wait. */
+export async function markLongInUse(port: number): Promise<void> {
+  await redisCommand(port, ["SET", "h5nest:epoch", Date.now() - 86_400_000]);
+  await redisCommand(port, ["SET", "h5nest:runid", await runId(port)]);
+}
+
 /**
  * Starts redis-server on 127.0.0.1 (on `port`, or a free one), without
  * persistence, in a temp folder; stops it when the test ends.
@@ -184,8 +198,9 @@ export async function startRedis(t: TestContext, port?: number): Promise<RedisSe
   await launch();
   // h5nest waits one lease term the first time it meets a Redis (it cannot tell
   // a new Redis from one that lost its data). Tests start each Redis fresh;
-  // this marks it as long in use. restart() does not: that is a data loss.
-  await redisCommand(chosen, ["SET", "h5nest:epoch", Date.now() - 86_400_000]);
+  // this marks it as long in use by this very server (its run_id). restart()
+  // does not: that is a data loss.
+  await markLongInUse(chosen);
   return {
     port: chosen,
     url: `redis://127.0.0.1:${chosen}`,
@@ -209,5 +224,43 @@ export async function startRedis(t: TestContext, port?: number): Promise<RedisSe
       }
     },
     log: () => output,
+  };
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 in front of a Redis, as a virtual address in
+ * front of a master: `failover(port)` drops every connection and sends the
+ * next ones to another server (a promoted replica).
+ */
+export async function startProxy(t: TestContext, targetPort: number): Promise<{ url: string; failover(port: number): void }> {
+  let target = targetPort;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.createConnection({ host: "127.0.0.1", port: target });
+    sockets.add(client).add(upstream);
+    const drop = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on("error", drop).on("close", drop);
+    upstream.on("error", drop).on("close", drop);
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  t.after(() => {
+    for (const socket of sockets) socket.destroy();
+    server.close();
+  });
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    failover(next: number) {
+      target = next;
+      for (const socket of sockets) socket.destroy();
+      sockets.clear();
+    },
   };
 }

@@ -19,7 +19,10 @@ export interface Lease {
 }
 
 export interface LeaseProvider {
-  /** Waits until this process holds the shard's lease. */
+  /**
+   * Waits until this process holds the shard's lease. Bounded: a lock service
+   * that does not answer, or no grant in time, is a LockUnavailableError.
+   */
   acquire(shard: string): Promise<Lease>;
   /** Extends the lease; throws LeaseLostError when it is no longer ours. */
   renew(lease: Lease): Promise<void>;
@@ -71,8 +74,57 @@ export class LockUnavailableError extends Error {
   }
 }
 
+/**
+ * The lock service refused a request as invalid (a shard name over the
+ * protocol's limit, a term out of range). Retrying cannot help: nothing was
+ * granted and nothing was written.
+ */
+export class LeaseRefusedError extends Error {
+  override readonly name = "LeaseRefusedError";
+  readonly code = "H5NEST_LEASE_REFUSED";
+  constructor(
+    readonly where: string,
+    detail: string,
+  ) {
+    super(`lock service ${where} refused the request: ${detail}`);
+  }
+}
+
+/**
+ * This process cannot share the store's lease namespace: it cannot write the
+ * lease folder inside the store (another user's store, a read-only mount),
+ * or the lease server that answers for this store's identity serves another
+ * folder (a copy of the store that kept its identity). No write was done.
+ */
+export class LeaseNamespaceError extends Error {
+  override readonly name = "LeaseNamespaceError";
+  readonly code = "H5NEST_LEASE_NAMESPACE";
+  constructor(
+    readonly where: string,
+    detail: string,
+  ) {
+    super(`cannot share the leases of ${where}: ${detail}`);
+  }
+}
+
+/** Turns a refusal frame's code into its typed error. */
+export function refusalError(where: string, code: string, message: string, shard?: string): Error {
+  switch (code) {
+    case "H5NEST_LEASE_LOST":
+      return new LeaseLostError(shard ?? "?", message);
+    case "H5NEST_LEASE_NAMESPACE":
+      return new LeaseNamespaceError(where, message);
+    case "H5NEST_LOCK_UNAVAILABLE":
+      return new LockUnavailableError(where, message);
+    default:
+      return new LeaseRefusedError(where, `${code}: ${message}`);
+  }
+}
+
 /** A peer broke the lease protocol (bad frame, unknown version, oversized). */
 export class ProtocolError extends Error {
   override readonly name = "ProtocolError";
   readonly code = "H5NEST_PROTOCOL";
+  /** The id of the request that was refused, when the frame was a request with a valid id (it gets a refusal reply). */
+  replyTo?: number;
 }

@@ -4,34 +4,52 @@
  * with the fencing token from `INCR`, so tokens follow grant order. Renewal
  * and release are compare-and-set scripts.
  *
- * A Redis that lost its data (restarted without persistence) could grant a
- * lease that an owner still uses. An epoch key that never expires guards it:
- * when the epoch is missing, Redis is new to us and nothing is granted for
- * one lease term. (The first use of a Redis therefore waits one term.)
+ * A Redis that lost data could grant a lease that an owner still uses: one
+ * restarted without persistence, or from an older snapshot, or a replica
+ * promoted before it received the latest writes. Every grant checks, inside
+ * the same script, that the server is the one that made the previous grants:
+ * `h5nest:runid` holds the `run_id` of the server that last granted. When
+ * it differs from the answering server's (any restart or failover changes
+ * it; a restored snapshot or a replica brings the old value back) or the
+ * epoch key is missing, Redis is new to us: the epoch restarts, and nothing
+ * is granted for one lease term. (The first use of a Redis, and the first
+ * grant after any restart or failover, therefore waits one term.)
  *
  * Redis unreachable or silent: LockUnavailableError, within a bounded time,
- * and no write happens without a lease.
+ * and no write happens without a lease. An acquire that gets no grant within
+ * `acquireTimeoutMs` fails the same way.
  */
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { Redis } from "ioredis";
-import { deadlineAfter, type Lease, LeaseLostError, type LeaseProvider, LockUnavailableError, now } from "./lease.js";
+import { invalidShardName, MAX_TERM_MS, MIN_TERM_MS } from "./frames.js";
+import { deadlineAfter, type Lease, LeaseLostError, type LeaseProvider, LeaseRefusedError, LockUnavailableError, now } from "./lease.js";
 
 export interface RedisLeaseOptions {
   url: string;
-  /** Prefix of every lease key, so stores don't collide: normally the store's real path. */
+  /** Prefix of every lease key, so stores don't collide: the store's identity. */
   namespace: string;
   termMs: number;
+  /** An acquire that is not granted within this long fails (default max(120 s, 4 terms + 30 s)). */
+  acquireTimeoutMs?: number;
 }
 
-/** KEYS: lease, fence, epoch. ARGV: owner, term. Returns the token, 0 when held, -ms to wait when Redis is new. */
+/**
+ * KEYS: lease, fence, epoch, runid. ARGV: owner, term.
+ * Returns the token, 0 when held, -ms to wait when Redis is new to us.
+ */
 const ACQUIRE = `
+local info = redis.call("INFO", "server")
+local runid = string.match(info, "run_id:(%w+)") or "unknown"
 local clock = redis.call("TIME")
 local nowMs = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local epoch = tonumber(redis.call("GET", KEYS[3]) or "0")
-if epoch == 0 then
+if epoch == 0 or redis.call("GET", KEYS[4]) ~= runid then
+  -- A new Redis, or one that may have lost writes (restart, older snapshot, failover):
+  -- leases granted before may live on without their keys. Wait one term from now.
   redis.call("SET", KEYS[3], nowMs)
+  redis.call("SET", KEYS[4], runid)
   epoch = nowMs
 end
 local term = tonumber(ARGV[2])
@@ -56,9 +74,15 @@ export class RedisLeaseProvider implements LeaseProvider {
   private readonly redis: Redis;
   private readonly namespace: string;
   private readonly url: string;
+  private readonly acquireTimeoutMs: number;
+  private closed = false;
 
   private constructor(options: RedisLeaseOptions) {
+    if (!Number.isInteger(options.termMs) || options.termMs < MIN_TERM_MS || options.termMs > MAX_TERM_MS) {
+      throw new RangeError(`termMs must be an integer from ${MIN_TERM_MS} to ${MAX_TERM_MS}, got ${options.termMs}`);
+    }
     this.termMs = options.termMs;
+    this.acquireTimeoutMs = options.acquireTimeoutMs ?? Math.max(120_000, 4 * options.termMs + 30_000);
     this.namespace = options.namespace;
     this.url = options.url;
     this.redis = new Redis(options.url, {
@@ -106,14 +130,19 @@ export class RedisLeaseProvider implements LeaseProvider {
   }
 
   async acquire(shard: string): Promise<Lease> {
-    const keys = [this.key(shard), `h5nest:${this.namespace}:fence`, "h5nest:epoch"];
+    const problem = invalidShardName(shard);
+    if (problem) throw new LeaseRefusedError(this.url, problem);
+    const keys = [this.key(shard), `h5nest:${this.namespace}:fence`, "h5nest:epoch", "h5nest:runid"];
+    const giveUp = Date.now() + this.acquireTimeoutMs;
     let pause = 1;
     for (;;) {
+      if (this.closed) throw new LockUnavailableError(this.url, "closed");
+      if (Date.now() > giveUp) throw new LockUnavailableError(this.url, `no lease for ${shard} within ${this.acquireTimeoutMs} ms`);
       const start = now();
-      const answer = Number(await this.command(() => this.redis.eval(ACQUIRE, 3, ...keys, this.owner, this.termMs)));
+      const answer = Number(await this.command(() => this.redis.eval(ACQUIRE, 4, ...keys, this.owner, this.termMs)));
       if (answer > 0) return { shard, owner: this.owner, token: answer, termMs: this.termMs, deadline: deadlineAfter(start, this.termMs) };
       if (answer < 0) {
-        await sleep(-answer); // Redis is new to us: earlier leases may still live
+        await sleep(Math.min(-answer, Math.max(0, giveUp - Date.now()) + 1)); // Redis is new to us: earlier leases may still live
         continue;
       }
       // Held by another owner: wait for its release or expiry.
@@ -134,6 +163,7 @@ export class RedisLeaseProvider implements LeaseProvider {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     this.redis.disconnect();
   }
 }

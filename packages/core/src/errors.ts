@@ -68,3 +68,37 @@ export class InvalidRangeError extends Error {
     super(`invalid range for key ${JSON.stringify(key)}: ${reason}`);
   }
 }
+
+/**
+ * The store was created with another layout than the one asked for: its
+ * identity record (`.h5nest/store.json`) says which. Opening it with another
+ * consolidateDepth or containerExt would misplace every chunk.
+ */
+export class StoreConfigMismatchError extends Error {
+  override readonly name = "StoreConfigMismatchError";
+  readonly code = "H5NEST_CONFIG_MISMATCH";
+  constructor(
+    readonly root: string,
+    readonly option: "consolidateDepth" | "containerExt",
+    readonly recorded: number | string,
+    readonly given: number | string,
+  ) {
+    super(
+      `the store at ${root} was created with ${option} ${JSON.stringify(recorded)}, not ${JSON.stringify(given)}: ` +
+        `open it with ${option}: ${JSON.stringify(recorded)} (or leave the option out)`,
+    );
+  }
+}
+
+/** The store's identity record (`.h5nest/store.json`) is damaged, or cannot be read or created. */
+export class StoreIdentityError extends Error {
+  override readonly name = "StoreIdentityError";
+  readonly code = "H5NEST_STORE_IDENTITY";
+  constructor(
+    readonly path: string,
+    reason: string,
+  ) {
+    super(`store identity ${path}: ${reason}`);
+  }
+}
+

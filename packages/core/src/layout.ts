@@ -4,6 +4,7 @@
  */
 import path from "node:path";
 import { InvalidKeyError } from "./errors.js";
+import { IDENTITY_FOLDER } from "./identity.js";
 
 export interface LayoutOptions {
   /** Absolute path of the store folder. */
@@ -62,6 +63,7 @@ export function keySegments(key: string, ext: string): string[] {
   if (bare.includes("\\")) throw new InvalidKeyError(key, "the key holds a backslash");
   if (bare.startsWith("/")) throw new InvalidKeyError(key, "absolute paths are not keys");
   const segments = bare.split("/");
+  if (segments[0] === IDENTITY_FOLDER) throw new InvalidKeyError(key, `${IDENTITY_FOLDER} at the root holds the store's identity and lease state`);
   for (const segment of segments) {
     if (segment === "") throw new InvalidKeyError(key, "the key has an empty segment");
     if (segment === "." || segment === "..") {

@@ -1,5 +1,6 @@
 /** Options of H5NestedStore.open, checked strictly: a typo is an error, not a default. */
 import os from "node:os";
+import { MAX_TERM_MS } from "@h5nest/coordinator";
 import { InvalidOptionError } from "./errors.js";
 import { normalizeExt } from "./layout.js";
 
@@ -19,7 +20,7 @@ export interface H5NestedStoreOptions {
   /**
    * Several processes write the store: `true` shares shard leases through a
    * local server (one machine); `{ redis: "redis://host:port" }` through Redis
-   * (many machines). `leaseMs` is the lease term (default 10000).
+   * (many machines). `leaseMs` is the lease term (default 10000, at most 120000).
    */
   distributedLock?: boolean | DistributedLockOptions;
 }
@@ -57,7 +58,8 @@ function distributedLock(value: unknown): ResolvedOptions["distributedLock"] {
   if (redis !== undefined && (typeof redis !== "string" || !/^rediss?:\/\//.test(redis))) {
     throw new InvalidOptionError("distributedLock.redis", `must be a redis:// URL, got ${JSON.stringify(redis)}`);
   }
-  const leaseMs = given.leaseMs === undefined ? 10_000 : integerAtLeast("distributedLock.leaseMs", given.leaseMs, 1000);
+  // The lease protocol grants no longer term (and a takeover waits at least this long).
+  const leaseMs = given.leaseMs === undefined ? 10_000 : integerAtLeast("distributedLock.leaseMs", given.leaseMs, 1000, MAX_TERM_MS);
   return { redis: (redis as string | undefined) ?? null, leaseMs };
 }
 

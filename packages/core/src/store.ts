@@ -4,11 +4,14 @@
  * coordinator, which gives each shard one owner at a time and groups the
  * writes that wait for a shard into its next commit.
  */
+import { randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
-import { LocalLeaseProvider, RedisLeaseProvider, ShardScheduler } from "@h5nest/coordinator";
+import path from "node:path";
+import { invalidShardName, type LeaseProvider, LocalLeaseProvider, RedisLeaseProvider, ShardScheduler } from "@h5nest/coordinator";
 import { ChunkTooLargeError, type CommitResult, MAX_DATASET_BYTES, type ReadItem, WorkerPool } from "@h5nest/workers";
 import { ArrayCatalog } from "./arrays.js";
-import { InvalidRangeError, InvalidValueError, NotAStoreError, StoreClosedError } from "./errors.js";
+import { InvalidKeyError, InvalidRangeError, InvalidValueError, NotAStoreError, StoreClosedError, StoreConfigMismatchError, StoreIdentityError } from "./errors.js";
+import { IDENTITY_FOLDER, leaseStateFolder, readStoreIdentity, recordStoreIdentity, type StoreIdentity } from "./identity.js";
 import { type ArrayInfo, canWriteToShard, chunksPerShard, finalPathOfTemp, Layout, type Location } from "./layout.js";
 import { type H5NestedStoreOptions, type ResolvedOptions, resolveOptions } from "./options.js";
 import { readFileOrUndefined, statOrNull } from "./raw-files.js";
@@ -43,8 +46,12 @@ export class H5NestedStore {
   private readonly arrays: ArrayCatalog;
   private readonly writer: ShardWriter;
   private closed = false;
+  /** The store's identity record, once known (read at open, or made by the first batch that may write shards). */
+  private identity: StoreIdentity | null;
+  private recording: Promise<void> | null = null;
 
-  private constructor(root: string, options: ResolvedOptions) {
+  private constructor(root: string, options: ResolvedOptions, identity: StoreIdentity | null) {
+    this.identity = identity;
     this.options = Object.freeze(options);
     this.layout = new Layout({ root, depth: options.consolidateDepth, ext: options.containerExt });
     this.root = this.layout.root;
@@ -56,32 +63,97 @@ export class H5NestedStore {
       concurrency: options.workers,
       maxPendingBytes: options.maxPendingBytes,
       maxBatchBytes: Math.max(1, Math.min(options.maxPendingBytes, 256 * 1024 * 1024)),
-      execute: (owner, ops, grant) => this.writer.execute(owner, ops, grant),
+      execute: (owner, ops, grant) => {
+        const recording = this.recordIdentity(ops);
+        return recording ? recording.then(() => this.writer.execute(owner, ops, grant)) : this.writer.execute(owner, ops, grant);
+      },
     });
   }
 
-  /** Opens (creating the folder if needed) the store at `dir`. */
+  /**
+   * Opens (creating the folder if needed) the store at `dir`. A store with an
+   * identity record (`.h5nest/store.json`) is opened with the layout it
+   * records: consolidateDepth and containerExt default to it, and other
+   * values are a StoreConfigMismatchError. With distributedLock the record is
+   * made now if missing, and names the store's leases.
+   */
   static async open(dir: string, options?: H5NestedStoreOptions): Promise<H5NestedStore> {
     const resolved = resolveOptions(options);
     const existing = await statOrNull(dir);
     if (existing && !existing.isDirectory()) throw new NotAStoreError(dir, "it is not a folder");
     if (!existing) await fs.mkdir(dir, { recursive: true });
-    // The worker threads (h5wasm) start on the first write, fallback read or
-    // maintenance job: a store that only reads never waits for them.
-    const store = new H5NestedStore(dir, resolved);
+    const root = path.resolve(dir);
+    let identity = await readStoreIdentity(root);
+    if (identity) adoptRecordedLayout(root, resolved, identity, options);
     const lock = resolved.distributedLock;
+    let leases: LeaseProvider | null = null;
     if (lock) {
-      try {
-        const realRoot = await fs.realpath(store.root); // one store, one lease namespace, whatever the path
-        store.writer.leases = lock.redis
-          ? await RedisLeaseProvider.open({ url: lock.redis, namespace: realRoot, termMs: lock.leaseMs })
-          : await LocalLeaseProvider.open({ storeRoot: realRoot, termMs: lock.leaseMs });
-      } catch (error) {
-        await store.pool.close();
-        throw error;
+      // Leases are keyed by the store's identity, not by its path, user or environment.
+      if (lock.redis) {
+        // Reach Redis before writing anything into the store.
+        const proposed = identity?.id ?? randomBytes(16).toString("hex");
+        leases = await RedisLeaseProvider.open({ url: lock.redis, namespace: proposed, termMs: lock.leaseMs });
+        try {
+          identity ??= await recordStoreIdentity(root, resolved);
+          adoptRecordedLayout(root, resolved, identity, options);
+          if (identity.id !== proposed) {
+            await leases.close();
+            leases = null;
+            leases = await RedisLeaseProvider.open({ url: lock.redis, namespace: identity.id, termMs: lock.leaseMs });
+          }
+        } catch (error) {
+          await leases?.close();
+          throw error;
+        }
+      } else {
+        identity ??= await recordStoreIdentity(root, resolved);
+        adoptRecordedLayout(root, resolved, identity, options);
+        leases = await LocalLeaseProvider.open({ namespace: identity.id, stateDir: leaseStateFolder(root), termMs: lock.leaseMs });
       }
     }
+    // The worker threads (h5wasm) start on the first write, fallback read or
+    // maintenance job: a store that only reads never waits for them.
+    const store = new H5NestedStore(dir, resolved, identity);
+    store.writer.leases = leases;
     return store;
+  }
+
+  /**
+   * Before the first batch that may write a shard, records the layout this
+   * store is opened with (unless it has a record): from then on every open
+   * must use it. Best effort (a folder this process may not write is left
+   * alone), but a record made meanwhile with another layout fails the write.
+   */
+  private recordIdentity(ops: WriteOp[]): Promise<void> | null {
+    if (this.identity || (this.recording === null && !this.mayWriteShards(ops))) return null;
+    this.recording ??= (async () => {
+      let identity: StoreIdentity;
+      try {
+        identity = await recordStoreIdentity(this.root, this.options);
+      } catch (error) {
+        if (error instanceof StoreIdentityError) return; // e.g. a read-only store root: nothing to record
+        throw error;
+      }
+      adoptRecordedLayout(this.root, { ...this.options }, identity, this.options);
+      this.identity = identity;
+    })();
+    return this.recording;
+  }
+
+  private mayWriteShards(ops: WriteOp[]): boolean {
+    return ops.some(
+      (op) =>
+        op.kind === "fold" ||
+        (op.kind === "delete" && op.location.kind === "chunk" && op.location.shard?.placement === "inside") ||
+        (op.kind === "put" && this.options.writeDirect && op.location.kind === "chunk" && op.location.shard?.placement === "inside"),
+    );
+  }
+
+  /** With leases, a key whose lease name (its shard's path in the store) is too long is refused up front. */
+  private checkLeaseName(key: string, location: Location): void {
+    if (!this.writer.leases) return;
+    const problem = invalidShardName(path.relative(this.root, ownerOf(location)));
+    if (problem) throw new InvalidKeyError(key, problem);
   }
 
   /** The bytes stored under `key`, or undefined. Raw file first, then the shard. */
@@ -125,6 +197,7 @@ export class H5NestedStore {
     this.assertOpen();
     if (!(value instanceof Uint8Array)) throw new InvalidValueError(key);
     const location = this.layout.locate(key);
+    this.checkLeaseName(key, location);
     if (location.kind === "chunk" && value.byteLength > MAX_DATASET_BYTES) {
       throw new ChunkTooLargeError(location.rawPath, value.byteLength, MAX_DATASET_BYTES);
     }
@@ -136,6 +209,7 @@ export class H5NestedStore {
   async delete(key: string): Promise<void> {
     this.assertOpen();
     const location = this.layout.locate(key);
+    this.checkLeaseName(key, location);
     await this.scheduler.submit(ownerOf(location), { kind: "delete", location }, 0);
     if (location.kind === "meta" && isMetadata(location.key)) this.arrays.invalidate();
   }
@@ -143,7 +217,7 @@ export class H5NestedStore {
   /** Streams every key once (optionally only those starting with `prefix`): raw files and shard datasets. */
   keys(prefix = ""): AsyncGenerator<string> {
     this.assertOpen();
-    return walkKeys(this.layout, (shardPath) => this.listShard(shardPath), prefix.replace(/^\//, ""));
+    return withoutIdentity(walkKeys(this.layout, (shardPath) => this.listShard(shardPath), prefix.replace(/^\//, "")));
   }
 
   /** Dataset names of a shard, from the index (h5wasm only for a shard it cannot decode). */
@@ -160,7 +234,11 @@ export class H5NestedStore {
     await this.scheduler.drain();
   }
 
-  /** Flushes, then stops the worker threads (and, if it serves them, the lease server). */
+  /**
+   * Flushes, then stops the worker threads and the lease provider (and the
+   * lease server if this process serves it). Bounded: every lease call has a
+   * deadline, and whatever fails, everything this store started is stopped.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     try {
@@ -168,8 +246,11 @@ export class H5NestedStore {
     } finally {
       this.closed = true;
       this.reader.close();
-      await this.pool.close();
-      await this.writer.leases?.close();
+      try {
+        await this.pool.close();
+      } finally {
+        await this.writer.leases?.close();
+      }
     }
   }
 
@@ -255,6 +336,32 @@ export class H5NestedStore {
     this.assertOpen();
     return info(this.internals(), options);
   }
+}
+
+/** Keys, without the store's own `.h5nest` folder (its identity and lease state). */
+async function* withoutIdentity(keys: AsyncGenerator<string>): AsyncGenerator<string> {
+  for await (const key of keys) if (!key.startsWith(`${IDENTITY_FOLDER}/`)) yield key;
+}
+
+/**
+ * Checks the options given against the store's identity record and takes
+ * the recorded layout: an option left out takes the recorded value, one
+ * given with another value is a StoreConfigMismatchError.
+ */
+function adoptRecordedLayout(
+  root: string,
+  resolved: Pick<ResolvedOptions, "consolidateDepth" | "containerExt">,
+  identity: StoreIdentity,
+  given: { consolidateDepth?: unknown; containerExt?: unknown } | undefined,
+): void {
+  if (given?.consolidateDepth !== undefined && resolved.consolidateDepth !== identity.consolidateDepth) {
+    throw new StoreConfigMismatchError(root, "consolidateDepth", identity.consolidateDepth, resolved.consolidateDepth);
+  }
+  if (given?.containerExt !== undefined && resolved.containerExt !== identity.containerExt) {
+    throw new StoreConfigMismatchError(root, "containerExt", identity.containerExt, resolved.containerExt);
+  }
+  resolved.consolidateDepth = identity.consolidateDepth;
+  resolved.containerExt = identity.containerExt;
 }
 
 /** The unit of ownership: a chunk's shard (even one never written), else the file itself. */

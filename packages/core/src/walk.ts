@@ -4,6 +4,7 @@
  */
 import fs from "node:fs/promises";
 import path from "node:path";
+import { IDENTITY_FOLDER } from "./identity.js";
 import { isTempName, type Layout } from "./layout.js";
 import { statOrNull } from "./raw-files.js";
 
@@ -43,6 +44,7 @@ async function* walkFolder(layout: Layout, folder: string, enter: FolderFilter |
   }
   for await (const entry of dir) {
     // The store's identity and lease state: not part of the data.
+    if (entry.name === IDENTITY_FOLDER && folder === layout.root) continue;
     const full = path.join(folder, entry.name);
     if (entry.isDirectory()) {
       if (!enter || (await enter(full))) yield* walkFolder(layout, full, enter);
@@ -104,6 +106,7 @@ async function* keysIn(walk: KeyWalk, folder: string): AsyncGenerator<string> {
   /** Entries already walked with their pair (a raw folder with its shard, or the other way round). */
   const paired = new Set<string>();
   for await (const entry of dir) {
+    if (entry.name === IDENTITY_FOLDER && folder === layout.root) continue;
     if (paired.has(entry.name)) continue;
     const full = path.join(folder, entry.name);
     if (entry.isDirectory()) {
