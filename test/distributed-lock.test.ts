@@ -1,8 +1,9 @@
 /**
  * distributedLock across real processes (DESIGN.md guarantee 4: one writer
  * per shard). Children under test/children/ open the same store with
- * `distributedLock`, the first one serving leases on a Unix socket; the
- * serving process logs every grant, renewal and release (H5NEST_LEASE_LOG)
+ * `distributedLock`, the first one serving leases on an abstract Unix socket
+ * named after the store's identity (helpers/lock-harness.ts holds the
+ * harness); the serving process logs every grant, renewal and release (H5NEST_LEASE_LOG)
  * and worker threads log every commit (H5NEST_TRACE_FILE), both in
  * CLOCK_MONOTONIC nanoseconds, comparable across processes.
  *
@@ -11,20 +12,19 @@
  *  - no two commits of one shard overlap, each inside a lease of its token;
  *  - every chunk ends with a write that no later-acknowledged write superseded;
  *  - a dead holder's shards are granted again only after its term;
- *  - bad frames close their connection only, the server keeps serving;
+ *  - bad frames get a typed refusal or close their connection only, the
+ *    server keeps serving; a connection without a probe file is refused;
  *  - a writer paused past its term fails with a typed error and renames nothing;
  *  - servers handing over (clean close, crash, close during a takeover wait),
  *    and a store opened through a symlink, never let two owners coexist.
  * Plus pure unit tests of LeaseTable, FrameDecoder and parseRequest.
  */
 import assert from "node:assert/strict";
-import { type ChildProcessWithoutNullStreams, spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { describe, type TestContext, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import * as zarr from "zarrita";
 import {
   encodeFrame,
   FrameDecoder,
@@ -38,7 +38,6 @@ import {
   SAFETY_MARGIN_MS,
   timeLeftMs,
 } from "@h5nest/coordinator";
-import { createV2Array, H5NestedStore } from "h5nest";
 import { latestSocket, openProvider, RawClient, storeLeases } from "./helpers/leases.js";
 import {
   assertFinalChunks,

@@ -22,7 +22,7 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
-import { type TestContext, test } from "node:test";
+import { test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
 import { LeaseRefusedError, LocalLeaseProvider, RedisLeaseProvider, socketName } from "@h5nest/coordinator";
 import { H5NestedStore, InvalidKeyError, InvalidOptionError } from "h5nest";

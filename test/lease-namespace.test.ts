@@ -22,15 +22,11 @@ import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { type TestContext, test } from "node:test";
-import { setTimeout as sleep } from "node:timers/promises";
 import {
-  assertCommitsExclusive,
   assertFinalChunks,
   assertLogs,
   CHUNKS,
-  type Child,
   type Commit,
-  hr,
   leaseIntervals,
   ms,
   ownerPid,
@@ -40,7 +36,6 @@ import {
   SHAPE,
   scenario,
   shardNamer,
-  show,
   startChild,
   writerConfig,
   writesOf,
@@ -248,9 +243,4 @@ test("3. a successor with another XDG_RUNTIME_DIR grants nothing before the dead
   assert.ok(grantedAt >= held.end, `s granted ${ms(held.end - grantedAt).toFixed(0)} ms before the paused holder's lease expired: two owners`);
   successor.send("exit");
   assert.equal((await successor.closed).code, 0, successor.describe());
-  void hr;
-  void show;
-  void sleep;
-  void (null as unknown as Child);
-  void assertCommitsExclusive;
 });
