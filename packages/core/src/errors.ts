@@ -102,3 +102,14 @@ export class StoreIdentityError extends Error {
   }
 }
 
+/** A key held in a shard h5nest never writes (the legacy `<store>.h5` beside the store folder). Nothing was changed. */
+export class ReadOnlyShardError extends Error {
+  override readonly name = "ReadOnlyShardError";
+  readonly code = "H5NEST_READ_ONLY_SHARD";
+  constructor(
+    readonly key: string,
+    readonly file: string,
+  ) {
+    super(`cannot delete ${JSON.stringify(key)}: it is held in ${file}, the legacy shard beside the store folder, which h5nest reads but never writes`);
+  }
+}

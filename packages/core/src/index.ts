@@ -22,6 +22,7 @@ export {
   InvalidRangeError,
   InvalidValueError,
   NotAStoreError,
+  ReadOnlyShardError,
   StoreClosedError,
   StoreConfigMismatchError,
   StoreIdentityError,

@@ -10,7 +10,7 @@ import path from "node:path";
 import { invalidShardName, type LeaseProvider, LocalLeaseProvider, RedisLeaseProvider, ShardScheduler } from "@h5nest/coordinator";
 import { ChunkTooLargeError, type CommitResult, MAX_DATASET_BYTES, type ReadItem, WorkerPool } from "@h5nest/workers";
 import { ArrayCatalog } from "./arrays.js";
-import { InvalidKeyError, InvalidRangeError, InvalidValueError, NotAStoreError, StoreClosedError, StoreConfigMismatchError, StoreIdentityError } from "./errors.js";
+import { InvalidKeyError, InvalidRangeError, InvalidValueError, NotAStoreError, ReadOnlyShardError, StoreClosedError, StoreConfigMismatchError, StoreIdentityError } from "./errors.js";
 import { IDENTITY_FOLDER, leaseStateFolder, readStoreIdentity, recordStoreIdentity, type StoreIdentity } from "./identity.js";
 import { type ArrayInfo, canWriteToShard, chunksPerShard, finalPathOfTemp, Layout, type Location } from "./layout.js";
 import { type H5NestedStoreOptions, type ResolvedOptions, resolveOptions } from "./options.js";
@@ -210,6 +210,11 @@ export class H5NestedStore {
     this.assertOpen();
     const location = this.layout.locate(key);
     this.checkLeaseName(key, location);
+    if (location.kind === "chunk" && location.shard?.placement === "legacy-root" && this.reader.datasetsOf(location.shard.path)?.includes(location.shard.dataset)) {
+      // The legacy `<store>.h5` lies outside the store folder and is never written: a delete
+      // that left its dataset in place would bring the old value back.
+      throw new ReadOnlyShardError(key, location.shard.path);
+    }
     await this.scheduler.submit(ownerOf(location), { kind: "delete", location }, 0);
     if (location.kind === "meta" && isMetadata(location.key)) this.arrays.invalidate();
   }
