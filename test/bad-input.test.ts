@@ -194,12 +194,12 @@ const BAD_OPTIONS: OptionCase[] = [
   {
     options: { consolidateDepth: 1 },
     option: "consolidateDepth",
-    message: "option consolidateDepth: must be an integer of at least 2, got 1",
+    message: "option consolidateDepth: must be an integer from 2 to 64, got 1",
   },
   {
     options: { consolidateDepth: 2.5 },
     option: "consolidateDepth",
-    message: "option consolidateDepth: must be an integer of at least 2, got 2.5",
+    message: "option consolidateDepth: must be an integer from 2 to 64, got 2.5",
   },
   { options: { consolidateDepth: 0 }, option: "consolidateDepth" },
   { options: { consolidateDepth: -3 }, option: "consolidateDepth" },

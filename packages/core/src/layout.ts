@@ -72,9 +72,14 @@ export function keySegments(key: string, ext: string): string[] {
     // A file or folder with such a name would take the place of a shard or a temporary file.
     if (isTempName(segment)) throw new InvalidKeyError(key, "names ending in .<hex>.partial are temporary files");
     if (segment.endsWith(ext)) throw new InvalidKeyError(key, `names ending in ${ext} are shard files`);
+    // Its temporary name (`<segment>.<32 hex>.partial`) must fit in a file name (255 bytes).
+    if (Buffer.byteLength(segment) > MAX_SEGMENT_BYTES) throw new InvalidKeyError(key, `a segment is longer than ${MAX_SEGMENT_BYTES} bytes`);
   }
   return segments;
 }
+
+/** 255 bytes of a file name, less the 41 of the `.<32 hex>.partial` suffix of its temporary file. */
+export const MAX_SEGMENT_BYTES = 255 - 41;
 
 /** The layout of one store: maps keys to files and shard datasets, and back. */
 export class Layout {

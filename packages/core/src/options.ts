@@ -71,6 +71,9 @@ function integerAtLeast(name: string, value: unknown, min: number, max = Number.
   return value;
 }
 
+/** Deeper than any array has dimensions (zarr arrays have at most a few dozen): larger is a mistake. */
+export const MAX_DEPTH = 64;
+
 /** Each worker thread loads its own HDF5 (tens of MiB): more than this is a mistake. */
 export const MAX_WORKERS = 64;
 
@@ -100,7 +103,7 @@ export function resolveOptions(options: unknown): ResolvedOptions {
     if (name.endsWith(extension)) throw new InvalidOptionError("containerExt", `${extension} would make ${name} a shard file`);
   }
   return {
-    consolidateDepth: integerAtLeast("consolidateDepth", pick("consolidateDepth"), 2),
+    consolidateDepth: integerAtLeast("consolidateDepth", pick("consolidateDepth"), 2, MAX_DEPTH),
     containerExt: extension,
     writeDirect: boolean("writeDirect", pick("writeDirect")),
     fsync: boolean("fsync", pick("fsync")),

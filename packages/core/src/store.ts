@@ -78,6 +78,8 @@ export class H5NestedStore {
    * made now if missing, and names the store's leases.
    */
   static async open(dir: string, options?: H5NestedStoreOptions): Promise<H5NestedStore> {
+    if (typeof dir !== "string" || dir.length === 0) throw new NotAStoreError(String(dir), "the store path must be a non-empty string");
+    if (dir.includes("\0")) throw new NotAStoreError(dir, "the store path holds a NUL byte");
     const resolved = resolveOptions(options);
     const existing = await statOrNull(dir);
     if (existing && !existing.isDirectory()) throw new NotAStoreError(dir, "it is not a folder");
