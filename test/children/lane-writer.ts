@@ -16,6 +16,8 @@ export const LANES = 4;
 const store = await H5NestedStore.open(storePath, { workers: 2 });
 const array = await zarr.open.v2(zarr.root(store).resolve("img"), { kind: "array" });
 const [, channels, planes] = array.shape as [number, number, number, number, number];
+// The worker threads start on the first write: start them before the kill window opens.
+await store.set("img/.zattrs", new TextEncoder().encode(JSON.stringify({ iteration })));
 fs.writeSync(1, "ready\n");
 
 async function lane(laneIndex: number): Promise<void> {
