@@ -34,7 +34,7 @@ export interface LocalLeaseOptions {
   termMs: number;
   /** Give up (LockUnavailableError) when no server can be reached or elected for this long (default 30 s). */
   connectTimeoutMs?: number;
-  /** A server that leaves a request unanswered this long is unresponsive (default termMs / 2, within 1.5 to 5 s). */
+  /** A server that leaves a request unanswered this long is unresponsive (default termMs / 2, within 2.5 to 5 s). */
   answerTimeoutMs?: number;
   /** An acquire that is not granted within this long fails (default max(120 s, 4 terms + 30 s)). */
   acquireTimeoutMs?: number;
@@ -102,7 +102,8 @@ export class LocalLeaseProvider implements LeaseProvider {
     this.namespace = options.namespace;
     this.stateDir = options.stateDir;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 30_000;
-    this.answerTimeoutMs = options.answerTimeoutMs ?? Math.min(5000, Math.max(1500, Math.floor(options.termMs / 2)));
+    // Long enough for a loaded (not stopped) server; a takeover costs a term.
+    this.answerTimeoutMs = options.answerTimeoutMs ?? Math.min(5000, Math.max(2500, Math.floor(options.termMs / 2)));
     this.acquireTimeoutMs = options.acquireTimeoutMs ?? Math.max(120_000, 4 * options.termMs + 30_000);
     this.watchdog = setInterval(() => this.tick(), TICK_MS);
     this.watchdog.unref();
