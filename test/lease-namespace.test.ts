@@ -12,6 +12,8 @@
  * 3. Takeover with another XDG_RUNTIME_DIR: a process whose runtime folder
  *    differs, elected after the server died, grants nothing before the dead
  *    server's leases expire.
+ * And a copy of a store, which keeps its identity, is refused local leases
+ * (LeaseNamespaceError) while the original is written, until its record goes.
  *
  * Every scenario runs for real (mount --bind, setpriv, kill -9) and fails on
  * the code before the identity record (checked).
@@ -40,8 +42,10 @@ import {
   writerConfig,
   writesOf,
 } from "./helpers/lock-harness.js";
+import { H5NestedStore, LeaseNamespaceError } from "h5nest";
 import { requireRedis, startRedis } from "./helpers/redis.js";
 import { OTHER_UID, openUpPath, otherUser, withBindMount } from "./helpers/system.js";
+import { tempDir } from "./helpers/tmp.js";
 
 const PROCESS_TEST = { timeout: 120_000 };
 const LEASE_MS = 2000;
@@ -243,4 +247,29 @@ test("3. a successor with another XDG_RUNTIME_DIR grants nothing before the dead
   assert.ok(grantedAt >= held.end, `s granted ${ms(held.end - grantedAt).toFixed(0)} ms before the paused holder's lease expired: two owners`);
   successor.send("exit");
   assert.equal((await successor.closed).code, 0, successor.describe());
+});
+
+// ---------------------------------------------------------------------------
+// A copy keeps its identity
+
+test("a copy of a store (same identity, another folder) is refused local leases while the original is written, until its record is removed", async (t) => {
+  const dir = await tempDir(t);
+  const original = path.join(dir, "original");
+  const store = await H5NestedStore.open(original, { workers: 1, distributedLock: { leaseMs: LEASE_MS } });
+  t.after(() => store.close());
+  await store.set("a/.zattrs", new TextEncoder().encode("{}"));
+  const copy = path.join(dir, "copy");
+  await fsp.cp(original, copy, { recursive: true });
+  await assert.rejects(H5NestedStore.open(copy, { workers: 1, distributedLock: { leaseMs: LEASE_MS } }), (error: unknown) => {
+    assert.ok(error instanceof LeaseNamespaceError, String(error));
+    assert.equal(error.code, "H5NEST_LEASE_NAMESPACE");
+    assert.match(error.message, /copy/);
+    return true;
+  });
+  await fsp.rm(path.join(copy, ".h5nest", "store.json"));
+  const own = await H5NestedStore.open(copy, { workers: 1, distributedLock: { leaseMs: LEASE_MS } });
+  await own.set("a/.zattrs", new TextEncoder().encode("{}"));
+  await own.close();
+  const ids = await Promise.all([original, copy].map(async (root) => JSON.parse(await fsp.readFile(path.join(root, ".h5nest", "store.json"), "utf8")).id));
+  assert.notEqual(ids[0], ids[1], "the copy has an identity of its own now");
 });
