@@ -189,6 +189,22 @@ interface Message {
   readonly body: Cursor;
 }
 
+/** A message as decoded; each `body` is a fresh cursor (its label is built only then). */
+class MessageRecord implements Message {
+  constructor(
+    readonly type: number,
+    readonly flags: number,
+    private readonly bytes: Uint8Array,
+    private readonly offset: number,
+    private readonly sizes: { offsets: number; lengths: number },
+    private readonly what: string,
+  ) {}
+
+  get body(): Cursor {
+    return new Cursor(this.bytes, this.offset, this.sizes, `${this.what} message ${this.type}`);
+  }
+}
+
 interface ObjectHeader {
   messages: Message[];
 }
@@ -500,7 +516,7 @@ class Indexer {
       }
       if (size > c.remaining) throw new Damage(`${what}: message ${type} runs past its header chunk`);
       const bodyOffset = c.fileOffset + c.pos;
-      const body = new Cursor(c.take(size), bodyOffset, this.sizes, `${what} message ${type}`);
+      const bytes = c.take(size);
       afterMessage = true;
       if (type >= MSG_UNKNOWN || type === MSG_BOGUS) {
         if (flags & MESSAGE_FAIL_IF_UNKNOWN) throw new Damage(`${what}: unknown message ${type} flagged "fail if unknown"`);
@@ -508,6 +524,7 @@ class Indexer {
       }
       if (flags & MESSAGE_SHAREABLE && !SHAREABLE.has(type)) throw new Damage(`${what}: message of unshareable class ${type} flagged as shareable`);
       if (type === MSG_CONTINUATION) {
+        const body = new Cursor(bytes, bodyOffset, sizes, `${what} message ${type}`);
         const address = body.address();
         const length = body.length();
         if (length === 0 || length > MAX_STRUCTURE) throw new Damage(`${what}: continuation block of ${length} bytes`);
@@ -519,19 +536,13 @@ class Indexer {
         continue;
       }
       if (type === MSG_REFCOUNT) {
+        const body = new Cursor(bytes, bodyOffset, sizes, `${what} message ${type}`);
         if (version === 1) throw new Damage(`${what}: reference count message in a version 1 header`);
         if (body.u8() !== 0) throw new Damage(`${what}: reference count message version is unknown`);
         body.u32();
       }
-      const bytes = body.bytes;
-      const label = `${what} message ${type}`;
-      messages.push({
-        type,
-        flags,
-        get body() {
-          return new Cursor(bytes, bodyOffset, sizes, label);
-        },
-      });
+      // A record, not a closure per message: headers of a big shard hold thousands.
+      messages.push(new MessageRecord(type, flags, bytes, bodyOffset, sizes, what));
     }
   }
 
