@@ -155,7 +155,7 @@ async function sharedScenario(t: TestContext) {
 }
 
 test("2. two users write one shared store: one lease namespace, no acknowledged write lost", PROCESS_TEST, async (t) => {
-  const asOther = otherUser(t);
+  const asOther = await otherUser(t);
   if (!asOther) return;
   const s = await sharedScenario(t);
   const env = { ...s.env, HOME: "/" };
@@ -191,7 +191,7 @@ test("2. two users write one shared store: one lease namespace, no acknowledged 
 });
 
 test("2. a user who cannot write the store's lease folder is refused with LeaseNamespaceError", PROCESS_TEST, async (t) => {
-  const asOther = otherUser(t);
+  const asOther = await otherUser(t);
   if (!asOther) return;
   const s = await sharedScenario(t);
   const env = { ...s.env, HOME: "/" };

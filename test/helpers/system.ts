@@ -50,11 +50,47 @@ export async function withBindMount(t: TestContext, source: string, body: (mount
 export const OTHER_UID = 65534;
 export const OTHER_GID = 65534;
 
-/** The command prefix that runs a process as the other user, or false (skipped) when this process cannot. */
-export function otherUser(t: TestContext): string[] | false {
+/** The folders from `/` down to `target` that other users cannot search. */
+function unsearchable(target: string): string[] {
+  const blocked: string[] = [];
+  let current = path.dirname(path.resolve(target));
+  for (;;) {
+    if ((fs.statSync(current).mode & 0o001) === 0) blocked.push(current);
+    const parent = path.dirname(current);
+    if (parent === current) return blocked;
+    current = parent;
+  }
+}
+
+/**
+ * The command prefix that runs a process as the other user, or false
+ * (skipped) when this process cannot. The other user must be able to run
+ * node and import h5nest from this checkout: when a folder above them is
+ * private (a clone under /root, say), its search bit is added for the test
+ * and taken back afterwards.
+ */
+export async function otherUser(t: TestContext): Promise<string[] | false> {
   if (typeof process.getuid !== "function" || process.getuid() !== 0) return unavailable(t, "RUN A PROCESS AS ANOTHER USER (needs root)");
   if (!fs.existsSync("/usr/bin/setpriv")) return unavailable(t, "RUN A PROCESS AS ANOTHER USER: /usr/bin/setpriv is missing (util-linux)");
-  return ["/usr/bin/setpriv", `--reuid=${OTHER_UID}`, `--regid=${OTHER_GID}`, "--clear-groups", "--"];
+  const prefix = ["/usr/bin/setpriv", `--reuid=${OTHER_UID}`, `--regid=${OTHER_GID}`, "--clear-groups", "--"];
+  const entry = path.resolve(import.meta.dirname, "../../packages/core/dist/index.js");
+  const probe = () =>
+    run(prefix[0]!, [...prefix.slice(1), process.execPath, "--input-type=module", "-e", `await import(${JSON.stringify(`file://${entry}`)})`], { cwd: "/" }).then(
+      () => null,
+      (error: { stderr?: string; message: string }) => (error.stderr || error.message).trim().split("\n").slice(-3).join(" "),
+    );
+  let problem = await probe();
+  if (problem) {
+    const blocked = [...new Set([...unsearchable(fs.realpathSync(process.execPath)), ...unsearchable(entry)])];
+    const modes = blocked.map((folder) => [folder, fs.statSync(folder).mode & 0o7777] as const);
+    t.after(() => {
+      for (const [folder, mode] of modes) fs.chmodSync(folder, mode);
+    });
+    for (const [folder, mode] of modes) fs.chmodSync(folder, mode | 0o001);
+    problem = await probe();
+  }
+  if (problem) return unavailable(t, `RUN NODE WITH THIS CHECKOUT AS UID ${OTHER_UID}: ${problem}`);
+  return prefix;
 }
 
 /** Makes `folder` and its parents up to `/` searchable by every user (temp folders are 0700). */
