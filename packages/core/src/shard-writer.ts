@@ -127,6 +127,7 @@ export class ShardWriter {
       puts: [],
       deletes: [],
       fold: [],
+      storeRoot: this.root,
       rawFolder: null,
       sweep: [],
       fsync: this.options.fsync,

@@ -50,6 +50,8 @@ export interface CommitRequest {
   fold: ChunkRef[];
   /** Leftover `.partial` files of this owner to delete (it owns them, so none is in use). */
   sweep: string[];
+  /** The store's folder: nothing outside it (through a symbolic link) is ever removed. */
+  storeRoot: string;
   /** The folder holding this shard's raw chunk files: emptied folders below it are removed. */
   rawFolder: string | null;
   /** Also remove every empty folder below rawFolder (folds: leftovers of an interrupted one). */
@@ -149,8 +151,8 @@ function commitRaw(request: CommitRequest): CommitResult {
   for (const ref of request.deletes) removeFile(ref.rawPath);
   const swept = sweepDead(request.sweep);
   const removed = [...request.deletes.map((d) => d.rawPath), ...swept];
-  if (request.rawFolder && removed.length > 0) removeEmptyFolders(removed, request.rawFolder);
-  if (request.rawFolder && request.pruneRawFolder) removeEmptyTree(request.rawFolder);
+  if (request.rawFolder && removed.length > 0) removeEmptyFolders(removed, request.rawFolder, request.storeRoot);
+  if (request.rawFolder && request.pruneRawFolder) removeEmptyTree(request.rawFolder, request.storeRoot);
   if (request.fsync) syncRemovals(removed);
   return { target: "raw", datasets: 0, shardBytes: 0, rawBytes, folded: 0, foldedBytes: 0, swept: swept.length };
 }
@@ -223,8 +225,8 @@ function commitShard(request: CommitRequest): CommitResult {
   }
   const swept = sweepDead(request.sweep);
   removed.push(...swept);
-  if (request.rawFolder && removed.length > 0) removeEmptyFolders(removed, request.rawFolder);
-  if (request.rawFolder && request.pruneRawFolder) removeEmptyTree(request.rawFolder);
+  if (request.rawFolder && removed.length > 0) removeEmptyFolders(removed, request.rawFolder, request.storeRoot);
+  if (request.rawFolder && request.pruneRawFolder) removeEmptyTree(request.rawFolder, request.storeRoot);
   if (request.fsync) syncRemovals(removed);
 
   return {

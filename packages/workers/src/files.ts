@@ -145,9 +145,13 @@ export function removeFile(file: string): void {
 
 /**
  * Removes the now-empty folders between each of `files` and `top` (inclusive),
- * deepest first. Folders that still hold anything stay.
+ * deepest first. Folders that still hold anything stay, and so does any
+ * folder reached through a symbolic link: its real place may be outside the
+ * store (`storeRoot`), and an empty folder there is not ours to remove.
  */
-export function removeEmptyFolders(files: Iterable<string>, top: string): void {
+export function removeEmptyFolders(files: Iterable<string>, top: string, storeRoot: string): void {
+  const realRoot = realpathOrNull(storeRoot);
+  if (!realRoot) return;
   const folders = new Set<string>();
   for (const file of files) {
     for (let folder = path.dirname(file); folder.length >= top.length; folder = path.dirname(folder)) {
@@ -157,6 +161,7 @@ export function removeEmptyFolders(files: Iterable<string>, top: string): void {
   }
   const deepestFirst = [...folders].sort((a, b) => b.length - a.length);
   for (const folder of deepestFirst) {
+    if (realpathOrNull(folder) !== path.join(realRoot, path.relative(storeRoot, folder))) continue;
     try {
       fs.rmdirSync(folder);
     } catch {
@@ -165,15 +170,33 @@ export function removeEmptyFolders(files: Iterable<string>, top: string): void {
   }
 }
 
-/** Removes every empty folder in the tree below `top`, and `top` if it ends up empty (leftovers of a crash). */
-export function removeEmptyTree(top: string): void {
+function realpathOrNull(file: string): string | null {
+  try {
+    return fs.realpathSync(file);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Removes every empty folder in the tree below `top`, and `top` if it ends up
+ * empty (leftovers of a crash); nothing when `top` is reached through a
+ * symbolic link (it may lie outside the store).
+ */
+export function removeEmptyTree(top: string, storeRoot: string): void {
+  const realRoot = realpathOrNull(storeRoot);
+  if (!realRoot || realpathOrNull(top) !== path.join(realRoot, path.relative(storeRoot, top))) return;
+  pruneEmpty(top);
+}
+
+function pruneEmpty(top: string): void {
   let entries: fs.Dirent[];
   try {
     entries = fs.readdirSync(top, { withFileTypes: true });
   } catch {
     return;
   }
-  for (const entry of entries) if (entry.isDirectory()) removeEmptyTree(path.join(top, entry.name));
+  for (const entry of entries) if (entry.isDirectory()) pruneEmpty(path.join(top, entry.name));
   try {
     fs.rmdirSync(top);
   } catch {
