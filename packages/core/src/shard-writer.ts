@@ -11,7 +11,7 @@ import type { ArrayCatalog } from "./arrays.js";
 import { canWriteToShard, type Layout, type Location } from "./layout.js";
 import type { ResolvedOptions } from "./options.js";
 import fs from "node:fs";
-import { listRawChunks, statOrNull } from "./raw-files.js";
+import { listRawChunks } from "./raw-files.js";
 
 /**
  * A small write to an existing shard goes to a raw file unless the bytes it

@@ -12,7 +12,6 @@ import {
   fsyncPath,
   identityOf,
   isDeadPartial,
-  isMissing,
   partialName,
   removeEmptyFolders,
   removeEmptyTree,
