@@ -24,6 +24,7 @@ import { RedisLeaseProvider, timeLeftMs } from "@h5nest/coordinator";
 import { createV2Array, H5NestedStore, LockUnavailableError } from "h5nest";
 import { freePort, requireRedis, startProxy, startRedis } from "./helpers/redis.js";
 import { tempDir } from "./helpers/tmp.js";
+import { describeRun, h5nest } from "./helpers/cli.js";
 
 const WRITER = path.join(import.meta.dirname, "children", "redis-writer.ts");
 const CHILDREN = 4;
@@ -691,4 +692,38 @@ test("5. a failover to a replica that missed the latest writes grants nothing wh
   assert.ok(leaseB, "B gets the lease once A's has run out");
   const leftA = timeLeftMs(leaseA);
   assert.ok(leftA <= 0, `B was granted the shard by the promoted replica while A's lease still had ${leftA.toFixed(0)} ms to run`);
+});
+
+test("a consolidate on a Redis new to h5nest (restarted without its data) says why it waits one lease term (text and --json)", async (t) => {
+  if (!requireRedis(t)) return;
+  const redis = await startRedis(t); // marked as long in use: no wait
+  const root = path.join(await tempDir(t), "store");
+  const store = await H5NestedStore.open(root, { workers: 1, writeDirect: false });
+  const array = await createV2Array(store, "img", { shape: [1, 1, 2, 16, 16], chunks: [1, 1, 1, 8, 8], dtype: "<u2", compressor: null });
+  await zarr.set(array, null, 7);
+  await store.close();
+  const args = ["consolidate", root, "--workers", "1", "--redis", redis.url, "--lease-ms", String(LEASE_MS)];
+  const rawChunk = async (name: string) => {
+    await fsp.mkdir(path.join(root, "img/0/0/1/0"), { recursive: true });
+    await fsp.writeFile(path.join(root, "img/0/0/1/0", name), new Uint8Array(128));
+  };
+  const known = await h5nest(args, 60_000);
+  assert.equal(known.code, 0, describeRun(args, known));
+  assert.doesNotMatch(known.stderr, /new to h5nest/, "a Redis h5nest knows: nothing said");
+  await redis.kill("SIGKILL");
+  await redis.restart(); // a new run_id, no data: h5nest must wait one term
+  await rawChunk("0");
+  const text = await h5nest(args, 60_000);
+  assert.equal(text.code, 0, describeRun(args, text));
+  const notices = text.stderr.split("\n").filter((line) => line.includes("new to h5nest"));
+  assert.equal(notices.length, 1, `one notice, got:\n${text.stderr}`);
+  assert.match(notices[0]!, /^h5nest: Redis at redis:\/\/.* is new to h5nest \(first use, a restart or a failover\): .* waiting [0-9]+ s$/);
+  await redis.kill("SIGKILL");
+  await redis.restart();
+  await rawChunk("1");
+  const json = await h5nest([...args, "--json"], 60_000);
+  assert.equal(json.code, 0, describeRun(args, json));
+  const events = json.stderr.split("\n").filter(Boolean).map((line) => JSON.parse(line) as { event: string; message: string });
+  assert.deepEqual(events.map((e) => e.event), ["notice"], json.stderr);
+  assert.match(events[0]!.message, /is new to h5nest/);
 });

@@ -13,6 +13,7 @@ import * as zarr from "zarrita";
 import { createV2Array, H5NestedStore } from "h5nest";
 import { python, requirePython } from "./helpers/python.js";
 import { tempDir } from "./helpers/tmp.js";
+import { describeRun, h5nest } from "./helpers/cli.js";
 
 async function rawStore(t: import("node:test").TestContext) {
   const root = path.join(await tempDir(t), "store");
@@ -98,3 +99,31 @@ async function hostTagOf(root: string, store: H5NestedStore): Promise<string> {
   assert.ok(name, "saw a temporary file");
   return /\.([0-9a-f]{32})\.partial$/.exec(name)![1]!.slice(0, 8);
 }
+
+test("consolidate and compact without --lock are refused while writers with distributedLock are live, and touch nothing", { timeout: 90_000 }, async (t) => {
+  const root = await rawStore(t);
+  const rawFiles = async () => (await fs.readdir(path.join(root, "img/0/0/1"), { recursive: true })).sort();
+  const before = await rawFiles();
+  // A writer that holds the store open with distributedLock serves (or uses) its lease server.
+  const writer = await H5NestedStore.open(root, { workers: 1, distributedLock: true });
+  let writerOpen = true;
+  t.after(() => (writerOpen ? writer.close() : undefined));
+  await writer.set("img/0/0/0/0/0", new Uint8Array(512));
+  for (const job of ["consolidate", "compact"]) {
+    const args = [job, root, "--workers", "1"];
+    const result = await h5nest(args, 60_000);
+    assert.equal(result.code, 1, describeRun(args, result));
+    assert.match(result.stderr, new RegExp(`refusing to ${job} .* without leases: .*--lock`), describeRun(args, result));
+  }
+  assert.deepEqual(await rawFiles(), before, "the refused jobs moved nothing");
+  const unlocked = await H5NestedStore.open(root, { workers: 1 });
+  await assert.rejects(unlocked.consolidate(), { name: "LockRequiredError", code: "H5NEST_LOCK_REQUIRED" });
+  await unlocked.close();
+  // With --lock it runs beside the writer; once the writers are gone, it runs without.
+  const locked = await h5nest(["consolidate", root, "--workers", "1", "--lock"], 60_000);
+  assert.equal(locked.code, 0, describeRun(["consolidate", "--lock"], locked));
+  await writer.close();
+  writerOpen = false;
+  const after = await h5nest(["compact", root, "--workers", "1"], 60_000);
+  assert.equal(after.code, 0, describeRun(["compact"], after));
+});

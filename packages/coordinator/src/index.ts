@@ -10,7 +10,7 @@ export {
   SAFETY_MARGIN_MS,
   timeLeftMs,
 } from "./lease.js";
-export { LocalLeaseProvider, type LocalLeaseOptions, leaseEndpoint, prepareStateDir } from "./local-leases.js";
+export { LocalLeaseProvider, type LocalLeaseOptions, leaseEndpoint, leaseServerLive, prepareStateDir } from "./local-leases.js";
 export { RedisLeaseProvider, type RedisLeaseOptions } from "./redis-leases.js";
 export { LeaseServer, socketName, generations, readState, stateFileOf } from "./lease-server.js";
 export {

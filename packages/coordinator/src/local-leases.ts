@@ -445,3 +445,29 @@ export function prepareStateDir(stateDir: string): void {
     throw stateError(stateDir, "create", error);
   }
 }
+
+/**
+ * True when a lease server answers for this store (some process is writing
+ * it with distributedLock). A connection on the latest generation's socket
+ * proves a live process: the kernel frees an abstract name when its owner dies.
+ */
+export async function leaseServerLive(namespace: string, stateDir: string, timeoutMs = 1000): Promise<boolean> {
+  let latest: number | undefined;
+  try {
+    latest = generations(stateDir).at(-1);
+  } catch {
+    return false; // no lease state: nobody ever served this store's leases here
+  }
+  if (latest === undefined) return false;
+  return new Promise((resolve) => {
+    const socket = net.createConnection({ path: socketName(namespace, latest) });
+    const done = (live: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(live);
+    };
+    const timer = setTimeout(() => done(true), timeoutMs); // connecting but slow: someone holds the name
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+  });
+}

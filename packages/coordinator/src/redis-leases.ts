@@ -33,6 +33,8 @@ export interface RedisLeaseOptions {
   termMs: number;
   /** An acquire that is not granted within this long fails (default max(120 s, 4 terms + 30 s)). */
   acquireTimeoutMs?: number;
+  /** Told once per wait when Redis is new to us and grants nothing for a term (the CLI prints it). */
+  onNotice?: ((message: string) => void) | null;
 }
 
 /**
@@ -75,6 +77,9 @@ export class RedisLeaseProvider implements LeaseProvider {
   private readonly namespace: string;
   private readonly url: string;
   private readonly acquireTimeoutMs: number;
+  private readonly onNotice: ((message: string) => void) | null;
+  /** When the wait for a Redis new to us ends (Date.now()), once told: told once per wait. */
+  private toldUntil = 0;
   private closed = false;
 
   private constructor(options: RedisLeaseOptions) {
@@ -85,6 +90,7 @@ export class RedisLeaseProvider implements LeaseProvider {
     this.acquireTimeoutMs = options.acquireTimeoutMs ?? Math.max(120_000, 4 * options.termMs + 30_000);
     this.namespace = options.namespace;
     this.url = options.url;
+    this.onNotice = options.onNotice ?? null;
     this.redis = new Redis(options.url, {
       // Fail at once while disconnected instead of queueing, and never wait
       // on a silent server longer than a third of a term.
@@ -142,6 +148,7 @@ export class RedisLeaseProvider implements LeaseProvider {
       const answer = Number(await this.command(() => this.redis.eval(ACQUIRE, 4, ...keys, this.owner, this.termMs)));
       if (answer > 0) return { shard, owner: this.owner, token: answer, termMs: this.termMs, deadline: deadlineAfter(start, this.termMs) };
       if (answer < 0) {
+        this.tellWait(-answer);
         await sleep(Math.min(-answer, Math.max(0, giveUp - Date.now()) + 1)); // Redis is new to us: earlier leases may still live
         continue;
       }
@@ -149,6 +156,16 @@ export class RedisLeaseProvider implements LeaseProvider {
       await sleep(pause);
       pause = Math.min(pause * 2, 16);
     }
+  }
+
+  private tellWait(ms: number): void {
+    if (!this.onNotice || Date.now() < this.toldUntil) return;
+    this.toldUntil = Date.now() + ms;
+    const seconds = Math.max(1, Math.round(ms / 1000));
+    this.onNotice(
+      `Redis at ${this.url} is new to h5nest (first use, a restart or a failover): no lease is granted for one lease term, ` +
+        `since leases granted before may still be in use; waiting ${seconds} s`,
+    );
   }
 
   async renew(lease: Lease): Promise<void> {

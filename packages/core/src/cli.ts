@@ -81,7 +81,14 @@ async function openStore(dir: string, flags: StoreFlags): Promise<H5NestedStore>
     fsync: flags.fsync ?? false,
     ...(flags.workers ? { workers: flags.workers } : {}),
     ...(flags.redis || flags.lock
-      ? { distributedLock: { ...(flags.redis ? { redis: flags.redis } : {}), ...(flags.leaseMs ? { leaseMs: flags.leaseMs } : {}) } }
+      ? {
+          distributedLock: {
+            ...(flags.redis ? { redis: flags.redis } : {}),
+            ...(flags.leaseMs ? { leaseMs: flags.leaseMs } : {}),
+            // Why the first write waits (a Redis new to h5nest): said, not silent.
+            onNotice: (message: string) => process.stderr.write(`${flags.json ? JSON.stringify({ event: "notice", message }) : `h5nest: ${message}`}\n`),
+          },
+        }
       : {}),
   };
   resolveOptions(options); // a bad flag is a usage error, whatever the path

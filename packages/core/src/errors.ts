@@ -113,3 +113,22 @@ export class ReadOnlyShardError extends Error {
     super(`cannot delete ${JSON.stringify(key)}: it is held in ${file}, the legacy shard beside the store folder, which h5nest reads but never writes`);
   }
 }
+
+/**
+ * A maintenance job without leases was refused: processes are writing this
+ * store with distributedLock (their lease server answers), and a job that
+ * does not take leases could undo their acknowledged writes. Nothing was changed.
+ */
+export class LockRequiredError extends Error {
+  override readonly name = "LockRequiredError";
+  readonly code = "H5NEST_LOCK_REQUIRED";
+  constructor(
+    readonly path: string,
+    readonly job: string,
+  ) {
+    super(
+      `refusing to ${job} ${path} without leases: processes are writing it with distributedLock (their lease server answers); ` +
+        `run it with --lock (distributedLock: true) so it takes their leases, or stop the writers first`,
+    );
+  }
+}

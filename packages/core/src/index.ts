@@ -21,6 +21,7 @@ export {
   InvalidOptionError,
   InvalidRangeError,
   InvalidValueError,
+  LockRequiredError,
   NotAStoreError,
   ReadOnlyShardError,
   StoreClosedError,

@@ -28,10 +28,16 @@ export interface H5NestedStoreOptions {
 export interface DistributedLockOptions {
   redis?: string;
   leaseMs?: number;
+  /**
+   * Told, in a sentence, when a write waits for a reason worth knowing: a
+   * Redis new to h5nest (first use, a restart or a failover) grants nothing
+   * for one lease term, since leases granted before may still be in use.
+   */
+  onNotice?: (message: string) => void;
 }
 
 export type ResolvedOptions = Required<Omit<H5NestedStoreOptions, "distributedLock">> & {
-  distributedLock: { redis: string | null; leaseMs: number } | null;
+  distributedLock: { redis: string | null; leaseMs: number; onNotice: ((message: string) => void) | null } | null;
 };
 
 const DEFAULTS: ResolvedOptions = {
@@ -46,13 +52,15 @@ const DEFAULTS: ResolvedOptions = {
 
 function distributedLock(value: unknown): ResolvedOptions["distributedLock"] {
   if (value === undefined || value === false || value === null) return null;
-  if (value === true) return { redis: null, leaseMs: 10_000 };
+  if (value === true) return { redis: null, leaseMs: 10_000, onNotice: null };
   if (typeof value !== "object" || Array.isArray(value)) {
     throw new InvalidOptionError("distributedLock", "must be true, false or { redis?, leaseMs? }");
   }
   const given = value as Record<string, unknown>;
   for (const name of Object.keys(given)) {
-    if (name !== "redis" && name !== "leaseMs") throw new InvalidOptionError(`distributedLock.${name}`, "unknown option (known: redis, leaseMs)");
+    if (name !== "redis" && name !== "leaseMs" && name !== "onNotice") {
+      throw new InvalidOptionError(`distributedLock.${name}`, "unknown option (known: redis, leaseMs, onNotice)");
+    }
   }
   const redis = given.redis;
   if (redis !== undefined && (typeof redis !== "string" || !/^rediss?:\/\//.test(redis))) {
@@ -60,7 +68,9 @@ function distributedLock(value: unknown): ResolvedOptions["distributedLock"] {
   }
   // The lease protocol grants no longer term (and a takeover waits at least this long).
   const leaseMs = given.leaseMs === undefined ? 10_000 : integerAtLeast("distributedLock.leaseMs", given.leaseMs, 1000, MAX_TERM_MS);
-  return { redis: (redis as string | undefined) ?? null, leaseMs };
+  const onNotice = given.onNotice;
+  if (onNotice !== undefined && typeof onNotice !== "function") throw new InvalidOptionError("distributedLock.onNotice", "must be a function");
+  return { redis: (redis as string | undefined) ?? null, leaseMs, onNotice: (onNotice as ((message: string) => void) | undefined) ?? null };
 }
 
 function integerAtLeast(name: string, value: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number {

@@ -7,10 +7,10 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
-import { invalidShardName, type LeaseProvider, LocalLeaseProvider, RedisLeaseProvider, ShardScheduler } from "@h5nest/coordinator";
+import { invalidShardName, type LeaseProvider, leaseServerLive, LocalLeaseProvider, RedisLeaseProvider, ShardScheduler } from "@h5nest/coordinator";
 import { ChunkTooLargeError, type CommitResult, MAX_DATASET_BYTES, type ReadItem, WorkerPool } from "@h5nest/workers";
 import { ArrayCatalog } from "./arrays.js";
-import { InvalidKeyError, InvalidRangeError, InvalidValueError, NotAStoreError, ReadOnlyShardError, StoreClosedError, StoreConfigMismatchError, StoreIdentityError } from "./errors.js";
+import { InvalidKeyError, InvalidRangeError, InvalidValueError, LockRequiredError, NotAStoreError, ReadOnlyShardError, StoreClosedError, StoreConfigMismatchError, StoreIdentityError } from "./errors.js";
 import { IDENTITY_FOLDER, leaseStateFolder, readStoreIdentity, recordStoreIdentity, type StoreIdentity } from "./identity.js";
 import { type ArrayInfo, canWriteToShard, chunksPerShard, finalPathOfTemp, Layout, type Location } from "./layout.js";
 import { type H5NestedStoreOptions, type ResolvedOptions, resolveOptions } from "./options.js";
@@ -94,14 +94,14 @@ export class H5NestedStore {
       if (lock.redis) {
         // Reach Redis before writing anything into the store.
         const proposed = identity?.id ?? randomBytes(16).toString("hex");
-        leases = await RedisLeaseProvider.open({ url: lock.redis, namespace: proposed, termMs: lock.leaseMs });
+        leases = await RedisLeaseProvider.open({ url: lock.redis, namespace: proposed, termMs: lock.leaseMs, onNotice: lock.onNotice });
         try {
           identity ??= await recordStoreIdentity(root, resolved);
           adoptRecordedLayout(root, resolved, identity, options);
           if (identity.id !== proposed) {
             await leases.close();
             leases = null;
-            leases = await RedisLeaseProvider.open({ url: lock.redis, namespace: identity.id, termMs: lock.leaseMs });
+            leases = await RedisLeaseProvider.open({ url: lock.redis, namespace: identity.id, termMs: lock.leaseMs, onNotice: lock.onNotice });
           }
         } catch (error) {
           await leases?.close();
@@ -317,7 +317,19 @@ export class H5NestedStore {
    */
   async consolidate(options?: ConsolidateOptions): Promise<ConsolidateSummary> {
     this.assertOpen();
+    await this.refuseUnlockedBesideWriters("consolidate");
     return consolidate(this.internals(), options);
+  }
+
+  /**
+   * A job that takes no leases must not run while processes write this store
+   * with distributedLock: it would fold and sweep under their feet. Their
+   * lease server answering proves them live (writers that lock through Redis
+   * cannot be seen from here: run jobs beside them with the same --redis).
+   */
+  private async refuseUnlockedBesideWriters(job: string): Promise<void> {
+    if (this.writer.leases || !this.identity) return;
+    if (await leaseServerLive(this.identity.id, leaseStateFolder(this.root))) throw new LockRequiredError(this.root, job);
   }
 
   /** Counts what consolidate() would move (for progress bars). */
@@ -329,6 +341,7 @@ export class H5NestedStore {
   /** Rewrites shards whose dead space is at least `minWaste` of their size. */
   async compact(options?: CompactOptions): Promise<CompactSummary> {
     this.assertOpen();
+    await this.refuseUnlockedBesideWriters("compact");
     return compact(this.internals(), options);
   }
 
