@@ -26,3 +26,4 @@ export {
   parseRequest,
 } from "./frames.js";
 export { LeaseTable } from "./lease-table.js";
+export { SharedJob, type SharedJobOptions, type JobProgress, type Task, type TaskContext, type TaskHandler } from "./shared-job.js";

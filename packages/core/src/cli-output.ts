@@ -1,4 +1,5 @@
 /** What the CLI prints: the consolidation progress bar or JSON lines, and the info table. */
+import type { JobProgress } from "@h5nest/coordinator";
 import cliProgress from "cli-progress";
 import type { ConsolidateProgress, ConsolidateSummary, StoreInfo } from "./maintenance.js";
 
@@ -18,42 +19,60 @@ export interface ConsolidateView {
   wantsTotal: boolean;
   start(total: { chunks: number; bytes: number }): void;
   shard(progress: ConsolidateProgress): void;
+  /** The whole job's figures (a job shared through Redis). */
+  job(progress: JobProgress): void;
   finish(summary: ConsolidateSummary): void;
 }
 
-/** A live bar on a terminal, one JSON line per shard with --json, a summary at the end. */
-export function createConsolidateView(json: boolean): ConsolidateView {
+/**
+ * A live bar on a terminal, one JSON line per shard with --json, a summary at
+ * the end. A job shared through Redis shows two lines: the whole job (shards
+ * done of those found so far, across processes) and this process's part.
+ */
+export function createConsolidateView(json: boolean, shared: boolean): ConsolidateView {
   const live = !json && Boolean(process.stderr.isTTY);
   const started = performance.now();
-  let bar: cliProgress.SingleBar | null = null;
   let chunks = 0;
   let bytes = 0;
+  let latestJob: JobProgress | null = null;
+  const multi = live
+    ? new cliProgress.MultiBar({ stream: process.stderr, hideCursor: true, etaBuffer: 50, clearOnComplete: false }, cliProgress.Presets.shades_classic)
+    : null;
+  let bar: cliProgress.SingleBar | null = null;
+  let jobBar: cliProgress.SingleBar | null = null;
   const payload = () => {
     const seconds = (performance.now() - started) / 1000;
-    return { mb: (bytes / 2 ** 20).toFixed(1), rate: seconds > 0 ? Math.round(chunks / seconds) : 0 };
+    // The job's counters lag this process's own by a moment: never show more than all of it.
+    const share = latestJob && latestJob.chunks > 0 ? `${Math.min(100, Math.round((100 * chunks) / latestJob.chunks))}%` : "-";
+    return { mb: (bytes / 2 ** 20).toFixed(1), rate: seconds > 0 ? Math.round(chunks / seconds) : 0, chunks, share };
   };
+  if (multi && shared) {
+    jobBar = multi.create(1, 0, { chunks: 0, mb: "0.0", processes: 0, remaining: 0 }, {
+      format: "whole job    {bar} {value}/{total} shards found | {chunks} chunks | {mb} MiB | {processes} processes | {remaining} tasks left",
+    });
+    bar = multi.create(0, 0, payload(), { format: "this process {chunks} chunks | {mb} MiB | {rate} chunks/s | {share} of the job" });
+  }
   return {
-    wantsTotal: live,
+    wantsTotal: live && !shared,
     start(total) {
-      bar = new cliProgress.SingleBar(
-        {
-          format: "consolidating {bar} {percentage}% | {value}/{total} chunks | {mb} MiB | {rate} chunks/s | ETA {eta_formatted}",
-          stream: process.stderr,
-          hideCursor: true,
-          etaBuffer: 50,
-        },
-        cliProgress.Presets.shades_classic,
-      );
-      bar.start(Math.max(total.chunks, 1), 0, payload());
+      bar = multi!.create(Math.max(total.chunks, 1), 0, payload(), {
+        format: "consolidating {bar} {percentage}% | {value}/{total} chunks | {mb} MiB | {rate} chunks/s | ETA {eta_formatted}",
+      });
     },
     shard(progress) {
       chunks += progress.chunks;
       bytes += progress.bytes;
-      if (json) console.log(JSON.stringify({ event: "shard", ...progress }));
+      if (json) console.log(JSON.stringify({ event: "shard", ...progress, ...(shared ? { job: latestJob } : {}) }));
+      bar?.update(chunks, payload());
+    },
+    job(progress) {
+      latestJob = progress;
+      jobBar?.setTotal(Math.max(progress.tasksFound, 1));
+      jobBar?.update(progress.tasksDone, { chunks: progress.chunks, mb: (progress.bytes / 2 ** 20).toFixed(1), processes: progress.processes, remaining: progress.remaining });
       bar?.update(chunks, payload());
     },
     finish(summary) {
-      bar?.stop();
+      multi?.stop();
       const seconds = (performance.now() - started) / 1000;
       if (json) {
         console.log(JSON.stringify({ event: "summary", ...summary, fatal: summary.fatal?.message ?? null, seconds }));
@@ -65,6 +84,14 @@ export function createConsolidateView(json: boolean): ConsolidateView {
         `moved ${summary.chunks} chunks (${formatBytes(summary.bytes)}) into ${summary.shards} shards in ${seconds.toFixed(1)} s (${rate} chunks/s)` +
           `; removed ${summary.swept} leftover temporary files${state}`,
       );
+      const job = summary.job;
+      if (job) {
+        const share = job.chunks > 0 ? Math.min(100, Math.round((100 * summary.chunks) / job.chunks)) : 0;
+        console.log(
+          `whole job (${job.processes} processes): ${job.chunks} chunks (${formatBytes(job.bytes)}), ${job.tasksDone} shards worked on, ` +
+            `${job.foldersScanned} folders listed; this process did ${share}%`,
+        );
+      }
     },
   };
 }

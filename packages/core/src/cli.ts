@@ -126,10 +126,11 @@ storeOptions(program.command("consolidate <store>").description("move every raw 
   async (dir: string, flags: StoreFlags) => {
     const store = await openStore(dir, flags);
     const controller = interruptible(flags.json ?? false);
-    const view = createConsolidateView(flags.json ?? false);
+    // With --redis the job is shared by every process running it on this store.
+    const view = createConsolidateView(flags.json ?? false, Boolean(flags.redis));
     try {
       if (view.wantsTotal) view.start(await store.consolidationSize(controller.signal));
-      const summary = await store.consolidate({ signal: controller.signal, onProgress: (p) => view.shard(p) });
+      const summary = await store.consolidate({ signal: controller.signal, onProgress: (p) => view.shard(p), onJobProgress: (job) => view.job(job) });
       view.finish(summary);
       for (const error of summary.errors) fail(`skipped ${error.file}: ${error.message} (its raw chunk files stay)`);
       if (summary.fatal) fail(`stopped: ${summary.fatal.message}; nothing was lost, rerun when fixed`);
@@ -162,6 +163,7 @@ storeOptions(
       console.log(
         `rewrote ${summary.shardsRewritten} of ${summary.shardsSeen} shards: ${formatBytes(summary.bytesBefore)} -> ${formatBytes(summary.bytesAfter)}, reclaimed ${formatBytes(reclaimed)}`,
       );
+      if (summary.job) console.log(`whole job (${summary.job.processes} processes): ${summary.job.tasksDone} shards checked, ${formatBytes(summary.job.bytes)} reclaimed`);
     }
     for (const error of summary.errors) fail(`skipped ${error.file}: ${error.message}`);
     if (summary.fatal) fail(`stopped: ${summary.fatal.message}`);

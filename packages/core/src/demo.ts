@@ -46,7 +46,7 @@ export async function runDemo(folder?: string): Promise<void> {
       printInfo(dir, await store.info());
 
       console.log("\n3. h5nest consolidate");
-      const view = createConsolidateView(false);
+      const view = createConsolidateView(false, false);
       if (view.wantsTotal) view.start(await store.consolidationSize());
       const summary = await store.consolidate({ onProgress: (p) => view.shard(p) });
       view.finish(summary);

@@ -6,6 +6,7 @@
  */
 import { existsSync } from "node:fs";
 import fs from "node:fs/promises";
+import type { JobProgress } from "@h5nest/coordinator";
 import { CorruptShardError, type CommitResult, type ShardReport } from "@h5nest/workers";
 import { type ArrayCatalog, readJson } from "./arrays.js";
 import { InvalidKeyError } from "./errors.js";
@@ -55,6 +56,15 @@ export interface ConsolidateProgress {
 export interface ConsolidateOptions {
   signal?: AbortSignal;
   onProgress?: (progress: ConsolidateProgress) => void;
+  /** With Redis leases: the whole job's figures, across its processes, about twice a second. */
+  onJobProgress?: (job: JobProgress) => void;
+}
+
+/** A job shared by several processes (a store opened with distributedLock: { redis }), as one of them saw it at its end. */
+export interface SharedJobReport extends JobProgress {
+  runId: string;
+  /** Chunks each process moved (compact: datasets rewritten), by hostname:pid:tag. */
+  shares: Record<string, number>;
 }
 
 export interface ConsolidateSummary {
@@ -69,6 +79,8 @@ export interface ConsolidateSummary {
   fatal: Error | null;
   /** True when the signal stopped the job before the end. */
   interrupted: boolean;
+  /** The whole job, when shared through Redis. */
+  job?: SharedJobReport;
 }
 
 /** Runs `job` for each item with at most `limit` in flight; stops taking items once `stop()` is true. */
@@ -168,6 +180,8 @@ export interface CompactOptions {
   minWaste?: number;
   signal?: AbortSignal;
   onProgress?: (progress: { shard: string; before: number; after: number }) => void;
+  /** With Redis leases: the whole job's figures, across its processes. */
+  onJobProgress?: (job: JobProgress) => void;
 }
 
 export interface CompactSummary {
@@ -178,6 +192,8 @@ export interface CompactSummary {
   errors: ShardError[];
   fatal: Error | null;
   interrupted: boolean;
+  /** The whole job, when shared through Redis. */
+  job?: SharedJobReport;
 }
 
 async function* shardFiles(store: StoreInternals): AsyncGenerator<string> {

@@ -32,6 +32,7 @@ import {
   verify,
 } from "./maintenance.js";
 import { type FoldMode, ShardWriter, type WriteOp } from "./shard-writer.js";
+import { compactShared, consolidateShared, type SharedJobTarget } from "./shared-maintenance.js";
 import { walkKeys } from "./walk.js";
 
 const METADATA_NAMES = new Set([".zarray", ".zgroup", ".zattrs", ".zmetadata", "zarr.json"]);
@@ -318,7 +319,18 @@ export class H5NestedStore {
   async consolidate(options?: ConsolidateOptions): Promise<ConsolidateSummary> {
     this.assertOpen();
     await this.refuseUnlockedBesideWriters("consolidate");
-    return consolidate(this.internals(), options);
+    const shared = this.sharedJobTarget();
+    return shared ? consolidateShared(this.internals(), shared, options) : consolidate(this.internals(), options);
+  }
+
+  /**
+   * With Redis leases, maintenance jobs are shared: every process running
+   * the same job on this store (same identity, any path) takes part of it.
+   */
+  private sharedJobTarget(): SharedJobTarget | null {
+    const lock = this.options.distributedLock;
+    if (!lock?.redis || !this.identity) return null;
+    return { url: lock.redis, namespace: this.identity.id, termMs: lock.leaseMs };
   }
 
   /**
@@ -342,7 +354,8 @@ export class H5NestedStore {
   async compact(options?: CompactOptions): Promise<CompactSummary> {
     this.assertOpen();
     await this.refuseUnlockedBesideWriters("compact");
-    return compact(this.internals(), options);
+    const shared = this.sharedJobTarget();
+    return shared ? compactShared(this.internals(), shared, options) : compact(this.internals(), options);
   }
 
   /** Opens every shard and reads every dataset. */

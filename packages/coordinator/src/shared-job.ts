@@ -1,0 +1,312 @@
+/**
+ * One maintenance job (consolidate, compact) shared by every process that
+ * runs it on one store through one Redis. The work is a BullMQ queue of
+ * tasks (a folder to list, a shard to fold): each process takes tasks as it
+ * has room, so nobody waits while unclaimed work remains, and each folder is
+ * listed by one process (the walk is split too). A process that dies leaves
+ * its tasks to the others: BullMQ moves a task whose lock was not renewed
+ * for a term back to the queue (its stall check).
+ *
+ * A job is a "run": `h5nest:<store id>:job:<kind>` names the run in
+ * progress. The first process creates it (a queue holding the root task,
+ * then SET NX), later ones join it. The run is over when its queue holds no
+ * task waiting or in progress; whoever sees that first ends it (compare and
+ * delete) and removes its queue. A process arriving after that starts a new
+ * run, so a job started again later walks the store again. Progress
+ * counters live in a Redis hash per run, kept an hour after it ends.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import os from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
+import { type Job, Queue, Worker } from "bullmq";
+import { Redis } from "ioredis";
+import { LockUnavailableError } from "./lease.js";
+
+/** A unit of work: list a folder ("scan") or work on one file ("work"), by its path in the store. */
+export interface Task {
+  type: "scan" | "work";
+  path: string;
+}
+
+/** Figures of the whole job, across processes. */
+export interface JobProgress {
+  /** Processes that joined this run. */
+  processes: number;
+  foldersScanned: number;
+  /** "work" tasks found so far, and done (a total that grows while folders are listed). */
+  tasksFound: number;
+  tasksDone: number;
+  /** What the work moved or wrote (the job's handler says what to count). */
+  chunks: number;
+  bytes: number;
+  /** Tasks waiting or in progress now. */
+  remaining: number;
+}
+
+export interface SharedJobOptions {
+  url: string;
+  /** The store's identity. */
+  namespace: string;
+  kind: string;
+  /** A task held by a process that stopped renewing it goes back to the queue after about this long (and one stall check). */
+  termMs: number;
+  /** Tasks in progress at once in this process. */
+  concurrency: number;
+}
+
+export interface TaskContext {
+  /** Adds tasks found while working (a folder's entries); waits while the queue is very long (bounded memory in Redis). */
+  add(tasks: Task[]): Promise<void>;
+  /** Adds to this run's counters (and this process's share). */
+  count(figures: { chunks?: number; bytes?: number }): void;
+  /** True when the task was started before (a process died with it, or failed it): look for its leftovers. */
+  retried: boolean;
+}
+
+export type TaskHandler = (task: Task, context: TaskContext) => Promise<void>;
+
+/** Tasks waiting above which add() waits: Redis holds at most about this many per run (a few hundred bytes each). */
+const MAX_WAITING = 20_000;
+const ADD_BATCH = 500;
+const RUN_KEEP_S = 3600;
+
+/** Ends a run if it is still the one named: KEYS run key, ARGV run id. */
+const END_RUN = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`;
+
+export class SharedJob {
+  readonly runId: string;
+  readonly owner = `${os.hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
+  /** True when this process created the run. */
+  readonly created: boolean;
+  private readonly queue: Queue;
+  private readonly counters: Redis;
+  private readonly progressKey: string;
+  private pendingCounts = new Map<string, number>();
+  private flushing: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    private readonly options: SharedJobOptions,
+    private readonly connection: Redis,
+    runId: string,
+    created: boolean,
+    queue: Queue,
+  ) {
+    this.runId = runId;
+    this.created = created;
+    this.queue = queue;
+    this.counters = connection;
+    this.progressKey = `h5nest:${options.namespace}:job:${options.kind}:${runId}:progress`;
+  }
+
+  private static runKey(options: SharedJobOptions): string {
+    return `h5nest:${options.namespace}:job:${options.kind}`;
+  }
+
+  private static queueOf(options: SharedJobOptions, runId: string, connection: Redis): Queue {
+    // BullMQ refuses ':' in queue names; the store id and run id are hex.
+    return new Queue(`${options.kind}-${options.namespace}-${runId}`, { connection, prefix: "h5nest" });
+  }
+
+  /** Joins the run in progress for this store and kind, or starts one whose first task is `root`. */
+  static async join(options: SharedJobOptions, root: Task): Promise<SharedJob> {
+    // BullMQ wants commands to wait for a reconnect (null); our own waits are bounded below.
+    const connection = new Redis(options.url, { maxRetriesPerRequest: null, lazyConnect: true, connectTimeout: 5000 });
+    connection.on("error", () => {
+      // Reported through failing or timed-out commands.
+    });
+    try {
+      await bounded(options, connection.connect(), "connect");
+      const runKey = SharedJob.runKey(options);
+      for (let attempt = 0; ; attempt++) {
+        const current = await bounded(options, connection.get(runKey), "read the job");
+        if (current) {
+          const queue = SharedJob.queueOf(options, current, connection);
+          const job = new SharedJob(options, connection, current, false, queue);
+          // A run whose queue is empty has ended (its last process may have died before saying so): end it, start anew.
+          if ((await job.remaining()) > 0) return await job.register();
+          await job.end();
+          await queue.close();
+          if (attempt > 5) throw new LockUnavailableError(options.url, "could not start or join a job");
+          continue;
+        }
+        // Create a queue holding the root task first, then name it: a run is never seen empty.
+        const runId = randomBytes(8).toString("hex");
+        const queue = SharedJob.queueOf(options, runId, connection);
+        await bounded(options, queue.add("task", root, { jobId: taskId(root), removeOnComplete: true, attempts: 1000, backoff: { type: "fixed", delay: 1000 } }), "add");
+        const named = await bounded(options, connection.set(runKey, runId, "NX"), "start the job");
+        if (named === "OK") return await new SharedJob(options, connection, runId, true, queue).register();
+        await queue.obliterate({ force: true }).catch(() => {});
+        await queue.close();
+      }
+    } catch (error) {
+      connection.disconnect();
+      if (error instanceof LockUnavailableError) throw error;
+      throw new LockUnavailableError(options.url, error instanceof Error ? error.message : String(error));
+    }
+  }
+
+  private async register(): Promise<SharedJob> {
+    await bounded(
+      this.options,
+      this.counters.multi().hsetnx(this.progressKey, `proc:${this.owner}`, "0").hincrby(this.progressKey, "processes", 1).expire(this.progressKey, RUN_KEEP_S * 24).exec(),
+      "register",
+    );
+    return this;
+  }
+
+  /** Tasks waiting or in progress (including ones a dead process held, until the stall check requeues them). */
+  async remaining(): Promise<number> {
+    const counts = await bounded(this.options, this.queue.getJobCounts("active", "waiting", "delayed", "prioritized", "waiting-children"), "count tasks");
+    return Object.values(counts).reduce((sum, n) => sum + n, 0);
+  }
+
+  /**
+   * Takes tasks until the run is over everywhere (or `signal` aborts, or the
+   * handler throws: the task goes back to the queue for another process, and
+   * this process stops taking tasks and rethrows).
+   */
+  async run(handler: TaskHandler, signal?: AbortSignal): Promise<void> {
+    let failure: unknown = null;
+    const worker = new Worker(
+      this.queue.name,
+      async (job: Job) => {
+        const task = job.data as Task;
+        if (failure !== null || signal?.aborted) throw new Error("this process is stopping"); // back to the queue
+        const context: TaskContext = {
+          add: (tasks) => this.add(tasks),
+          count: (figures) => this.count(figures),
+          retried: job.attemptsStarted > 1 || job.stalledCounter > 0,
+        };
+        try {
+          await handler(task, context);
+        } catch (error) {
+          failure ??= error;
+          throw error;
+        }
+        this.count(task.type === "scan" ? { foldersScanned: 1 } : { tasksDone: 1 });
+      },
+      {
+        connection: this.counters,
+        prefix: "h5nest",
+        concurrency: this.options.concurrency,
+        lockDuration: this.options.termMs,
+        stalledInterval: this.options.termMs,
+        // A task a dead process held goes back to the queue however often processes die.
+        maxStalledCount: 1000,
+        drainDelay: 1,
+        autorun: true,
+      },
+    );
+    worker.on("error", () => {
+      // Connection trouble: the checks below bound how long we wait for Redis.
+    });
+    try {
+      for (;;) {
+        if (failure !== null || signal?.aborted) break;
+        await sleep(100);
+        if ((await this.remaining()) === 0) break;
+      }
+    } finally {
+      // Tasks in progress finish; those not started stay queued for the others.
+      await worker.close();
+      await this.flushCounts();
+    }
+    if (failure !== null) throw failure;
+    if (!signal?.aborted && (await this.remaining()) === 0) await this.end();
+  }
+
+  private async add(tasks: Task[]): Promise<void> {
+    for (let start = 0; start < tasks.length; start += ADD_BATCH) {
+      while ((await bounded(this.options, this.queue.getWaitingCount(), "count tasks")) > MAX_WAITING) await sleep(200);
+      const batch = tasks.slice(start, start + ADD_BATCH);
+      const found = batch.filter((task) => task.type === "work").length;
+      await bounded(
+        this.options,
+        this.queue.addBulk(
+          batch.map((task) => ({
+            name: "task",
+            data: task,
+            // The same task twice while one waits is one task (a folder listed again after a process died).
+            opts: { jobId: taskId(task), removeOnComplete: true, attempts: 1000, backoff: { type: "fixed", delay: 1000 } },
+          })),
+        ),
+        "add tasks",
+      );
+      if (found > 0) this.count({ tasksFound: found });
+    }
+  }
+
+  private count(figures: Record<string, number | undefined>): void {
+    for (const [name, value] of Object.entries(figures)) {
+      if (!value) continue;
+      this.pendingCounts.set(name, (this.pendingCounts.get(name) ?? 0) + value);
+      if (name === "chunks") this.pendingCounts.set(`proc:${this.owner}`, (this.pendingCounts.get(`proc:${this.owner}`) ?? 0) + value);
+    }
+    if (this.pendingCounts.size > 0) this.flushing = this.flushing.then(() => this.flushCounts()).catch(() => {});
+  }
+
+  /** Sends the counts gathered since the last flush (one MULTI). */
+  private async flushCounts(): Promise<void> {
+    if (this.pendingCounts.size === 0) return;
+    const counts = this.pendingCounts;
+    this.pendingCounts = new Map();
+    const multi = this.counters.multi();
+    for (const [name, value] of counts) multi.hincrby(this.progressKey, name, value);
+    await bounded(this.options, multi.exec(), "count");
+  }
+
+  /** The whole job's figures now. */
+  async progress(): Promise<JobProgress> {
+    const [fields, remaining] = await Promise.all([bounded(this.options, this.counters.hgetall(this.progressKey), "read progress"), this.remaining()]);
+    const n = (name: string) => Number(fields[name] ?? 0);
+    return {
+      processes: n("processes"),
+      foldersScanned: n("foldersScanned"),
+      tasksFound: n("tasksFound"),
+      tasksDone: n("tasksDone"),
+      chunks: n("chunks"),
+      bytes: n("bytes"),
+      remaining,
+    };
+  }
+
+  /** Chunks each process of this run counted, by owner (hostname:pid:random). */
+  async shares(): Promise<Map<string, number>> {
+    const fields = await bounded(this.options, this.counters.hgetall(this.progressKey), "read progress");
+    const shares = new Map<string, number>();
+    for (const [name, value] of Object.entries(fields)) if (name.startsWith("proc:")) shares.set(name.slice(5), Number(value));
+    return shares;
+  }
+
+  /** Ends the run if it is still current; its queue goes, its counters stay an hour. */
+  private async end(): Promise<void> {
+    const ended = await bounded(this.options, this.counters.eval(END_RUN, 1, SharedJob.runKey(this.options), this.runId), "end the job");
+    await bounded(this.options, this.counters.expire(this.progressKey, RUN_KEEP_S), "end the job");
+    if (ended === 1) await bounded(this.options, this.queue.obliterate({ force: true }), "remove the queue").catch(() => {});
+  }
+
+  async close(): Promise<void> {
+    await this.flushCounts().catch(() => {});
+    await this.queue.close().catch(() => {});
+    this.counters.disconnect();
+  }
+}
+
+/** BullMQ job ids may not hold ':' (nor be plain integers): a digest of the task. */
+function taskId(task: Task): string {
+  return `${task.type}-${createHash("sha1").update(task.path).digest("hex")}`;
+}
+
+/** A Redis call that fails with LockUnavailableError when Redis does not answer within two terms. */
+async function bounded<T>(options: SharedJobOptions, work: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = Math.max(5000, 2 * options.termMs);
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new LockUnavailableError(options.url, `no answer to "${what}" within ${limit} ms`)), limit);
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

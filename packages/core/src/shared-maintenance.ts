@@ -1,0 +1,229 @@
+/**
+ * consolidate and compact shared by every process that runs them on one
+ * store through one Redis (distributedLock: { redis }). The tree is divided
+ * into tasks: listing one folder (its subfolders become tasks of their own)
+ * and folding or compacting one shard. Every process takes tasks from the
+ * run's queue (see SharedJob in @h5nest/coordinator), so N processes make
+ * one walk between them and each shard is worked on once. Each commit still
+ * takes the shard's lease, so writers beside the job stay safe.
+ */
+import fs from "node:fs/promises";
+import path from "node:path";
+import { type JobProgress, SharedJob, type Task, type TaskContext } from "@h5nest/coordinator";
+import { CorruptShardError } from "@h5nest/workers";
+import { IDENTITY_FOLDER } from "./identity.js";
+import { classify } from "./walk.js";
+import {
+  type CompactOptions,
+  type CompactSummary,
+  compactedSize,
+  type ConsolidateOptions,
+  type ConsolidateSummary,
+  isRawFolder,
+  type ShardError,
+  type SharedJobReport,
+  type StoreInternals,
+} from "./maintenance.js";
+
+/** Where the shared job lives: the store's Redis and identity. */
+export interface SharedJobTarget {
+  url: string;
+  namespace: string;
+  termMs: number;
+}
+
+
+/** Tasks found in a folder are added in batches of this many (a folder may hold millions of entries). */
+const TASK_BATCH = 500;
+const PROGRESS_EVERY_MS = 500;
+
+function describeError(file: string, error: unknown): ShardError {
+  const e = error as { code?: unknown; message?: unknown };
+  return { file, code: typeof e.code === "string" ? e.code : "UNKNOWN", message: String(e.message ?? error) };
+}
+
+/**
+ * Lists one folder: subfolders become tasks (`visitFolder` says which kind,
+ * or null to leave it), files go to `visitFile`. Streams the folder.
+ */
+async function scanFolder(
+  store: StoreInternals,
+  relative: string,
+  context: TaskContext,
+  visitFolder: (folder: string) => Promise<Task["type"] | null>,
+  visitFile: (file: string, name: string) => Promise<Task | null>,
+): Promise<void> {
+  const folder = path.join(store.layout.root, relative);
+  let dir: import("node:fs").Dir;
+  try {
+    dir = await fs.opendir(folder);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return; // folded and removed meanwhile
+    throw error;
+  }
+  let batch: Task[] = [];
+  for await (const entry of dir) {
+    if (relative === "" && entry.name === IDENTITY_FOLDER) continue;
+    const full = path.join(folder, entry.name);
+    const taskPath = path.join(relative, entry.name);
+    let task: Task | null = null;
+    if (entry.isDirectory()) {
+      const type = await visitFolder(full);
+      if (type) task = { type, path: taskPath };
+    } else if (entry.isFile()) {
+      task = await visitFile(full, entry.name);
+    }
+    if (task) batch.push(task);
+    if (batch.length >= TASK_BATCH) {
+      await context.add(batch);
+      batch = [];
+    }
+  }
+  if (batch.length > 0) await context.add(batch);
+}
+
+/** Runs a shared job to its end, reporting the whole job's progress on the way. */
+async function runShared(
+  target: SharedJobTarget,
+  kind: string,
+  concurrency: number,
+  handle: (task: Task, context: TaskContext) => Promise<void>,
+  signal: AbortSignal | undefined,
+  onJobProgress: ((job: JobProgress) => void) | undefined,
+): Promise<SharedJobReport> {
+  const job = await SharedJob.join({ ...target, kind, concurrency }, { type: "scan", path: "" });
+  const ticker = onJobProgress
+    ? setInterval(() => {
+        job.progress().then(onJobProgress, () => {});
+      }, PROGRESS_EVERY_MS)
+    : null;
+  try {
+    await job.run(handle, signal);
+    const [progress, shares] = await Promise.all([job.progress(), job.shares()]);
+    onJobProgress?.(progress);
+    return { ...progress, runId: job.runId, shares: Object.fromEntries(shares) };
+  } finally {
+    if (ticker) clearInterval(ticker);
+    await job.close();
+  }
+}
+
+/** Sweeps the dead temporary files of one shard (`<shard>.<hex>.partial` beside it). */
+async function sweepLeftoversOf(store: StoreInternals, shard: string, summary: ConsolidateSummary): Promise<void> {
+  const prefix = `${path.basename(shard)}.`;
+  let dir: import("node:fs").Dir;
+  try {
+    dir = await fs.opendir(path.dirname(shard));
+  } catch {
+    return;
+  }
+  for await (const entry of dir) {
+    if (!entry.name.startsWith(prefix) || classify(store.layout, entry.name) !== "temp") continue;
+    const file = path.join(path.dirname(shard), entry.name);
+    await store.sweep(file).then(
+      async () => void (summary.swept += (await fs.stat(file).catch(() => null)) ? 0 : 1),
+      (error: unknown) => void summary.errors.push(describeError(file, error)),
+    );
+  }
+}
+
+export async function consolidateShared(
+  store: StoreInternals,
+  target: SharedJobTarget,
+  options: ConsolidateOptions = {},
+): Promise<ConsolidateSummary> {
+  const summary: ConsolidateSummary = { shards: 0, chunks: 0, bytes: 0, swept: 0, errors: [], fatal: null, interrupted: false };
+  const { layout } = store;
+  const handle = async (task: Task, context: TaskContext): Promise<void> => {
+    if (task.type === "scan") {
+      await scanFolder(
+        store,
+        task.path,
+        context,
+        async (folder) => ((await isRawFolder(store, folder)) ? "work" : "scan"),
+        async (file, name) => {
+          if (classify(layout, name) !== "temp") return null;
+          // A leftover temporary file: swept by its owner, if provably dead.
+          await store.sweep(file).then(
+            async () => void (summary.swept += (await fs.stat(file).catch(() => null)) ? 0 : 1),
+            (error: unknown) => void summary.errors.push(describeError(file, error)),
+          );
+          return null;
+        },
+      );
+      return;
+    }
+    const shard = path.join(layout.root, task.path) + layout.ext;
+    // A process died with this task: it may have left the shard's temporary file beside it.
+    if (context.retried) await sweepLeftoversOf(store, shard, summary);
+    try {
+      const result = await store.fold(shard);
+      summary.swept += result.swept;
+      if (result.folded === 0) return;
+      summary.shards += 1;
+      summary.chunks += result.folded;
+      summary.bytes += result.foldedBytes;
+      context.count({ chunks: result.folded, bytes: result.foldedBytes });
+      options.onProgress?.({ shard, chunks: result.folded, bytes: result.foldedBytes, shardBytes: result.shardBytes });
+    } catch (error) {
+      if (error instanceof CorruptShardError) summary.errors.push(describeError(shard, error));
+      else throw error; // fatal here (a full disk): the task goes back to the queue for the others
+    }
+  };
+  try {
+    summary.job = await runShared(target, "consolidate", store.concurrency * 2, handle, options.signal, options.onJobProgress);
+  } catch (error) {
+    summary.fatal = error as Error;
+  }
+  summary.interrupted = summary.fatal === null && (options.signal?.aborted ?? false);
+  return summary;
+}
+
+export async function compactShared(
+  store: StoreInternals,
+  target: SharedJobTarget,
+  options: CompactOptions = {},
+): Promise<CompactSummary> {
+  const minWaste = options.minWaste ?? 0.2;
+  const summary: CompactSummary = { shardsSeen: 0, shardsRewritten: 0, bytesBefore: 0, bytesAfter: 0, errors: [], fatal: null, interrupted: false };
+  const { layout } = store;
+  const handle = async (task: Task, context: TaskContext): Promise<void> => {
+    if (task.type === "scan") {
+      await scanFolder(
+        store,
+        task.path,
+        context,
+        // Raw folders hold chunk files, not shards: not listed.
+        async (folder) => ((await isRawFolder(store, folder)) ? null : "scan"),
+        async (file, name) => (classify(layout, name) === "shard" ? { type: "work", path: path.relative(layout.root, file) } : null),
+      );
+      return;
+    }
+    const shard = path.join(layout.root, task.path);
+    try {
+      const report = await store.inspect(shard, false);
+      summary.shardsSeen += 1;
+      summary.bytesBefore += report.fileBytes;
+      if (report.fileBytes - compactedSize(report) < minWaste * report.fileBytes) {
+        summary.bytesAfter += report.fileBytes;
+        return;
+      }
+      const result = await store.rewrite(shard);
+      summary.shardsRewritten += 1;
+      summary.bytesAfter += result.shardBytes;
+      context.count({ chunks: report.datasets, bytes: report.fileBytes - result.shardBytes });
+      options.onProgress?.({ shard, before: report.fileBytes, after: result.shardBytes });
+    } catch (error) {
+      if (error instanceof CorruptShardError) summary.errors.push(describeError(shard, error));
+      else if ((error as NodeJS.ErrnoException).code === "ENOENT") return; // removed meanwhile
+      else throw error;
+    }
+  };
+  try {
+    summary.job = await runShared(target, "compact", store.concurrency * 2, handle, options.signal, options.onJobProgress);
+  } catch (error) {
+    summary.fatal = error as Error;
+  }
+  summary.interrupted = summary.fatal === null && (options.signal?.aborted ?? false);
+  return summary;
+}
