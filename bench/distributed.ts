@@ -383,7 +383,7 @@ export function renderDistributed(outcome: DistributedOutcome): string {
   out.push("  half the planes: the processes share no shard. alternate chunk rows: both processes write every shard (contended).");
   out.push("  open ms: slowest writer's H5NestedStore.open + zarr.open (worker threads' start, lease server or Redis connection), not timed.");
   out.push("  close ms: slowest writer's store.close(), part of the write time. writer peak RSS: max over rounds of a writer's ru_maxrss.");
-  out.push("  write ms per round: in round order. The bench's fresh redis-server is marked as long in use (h5nest:epoch), or the first");
+  out.push("  write ms per round: in round order. The bench's fresh redis-server is marked as long in use (h5nest:epoch, h5nest:runid), or the first");
   out.push("  acquire on it would wait one lease term (h5nest cannot tell a new Redis from one that lost its data).");
   for (const v of outcome.variants) for (const failure of v.failures) out.push(`*** FAILED ${v.label}: ${failure} ***`);
   return out.join("\n");
