@@ -97,7 +97,8 @@ function log(message: string): void {
   process.stderr.write(`${message}\n`);
 }
 
-class Writer {
+/** A child process of a benchmark that reports on stdout, one line per event ("ready ...", "done ...", "error ..."). */
+export class Writer {
   readonly proc: ChildProcess;
   private buffer = "";
   readonly lines: string[] = [];
@@ -108,8 +109,8 @@ class Writer {
   exited = false;
   private waiters: (() => void)[] = [];
 
-  constructor(job: IngestJob) {
-    this.proc = spawn(process.execPath, [CHILD, JSON.stringify(job)], { stdio: ["pipe", "pipe", "pipe"] });
+  constructor(job: object, script: string = CHILD) {
+    this.proc = spawn(process.execPath, [script, JSON.stringify(job)], { stdio: ["pipe", "pipe", "pipe"] });
     this.proc.stdout!.setEncoding("utf8").on("data", (text: string) => {
       const at = performance.now();
       const parts = (this.buffer + text).split("\n");
@@ -131,12 +132,22 @@ class Writer {
     );
   }
 
-  /** The first line starting with `kind` (and when it arrived); throws on "error", exit or timeout. */
-  async line(kind: string, timeoutMs: number): Promise<{ fields: string[]; at: number }> {
+  /**
+   * The first line starting with `kind` (and when it arrived); throws on "error", exit or timeout.
+   * `take`: remove it, so that the next call waits for the next such line.
+   */
+  async line(kind: string, timeoutMs: number, take = false): Promise<{ fields: string[]; at: number }> {
     const giveUp = performance.now() + timeoutMs;
     for (;;) {
       const index = this.lines.findIndex((l) => l.split(" ")[0] === kind);
-      if (index >= 0) return { fields: this.lines[index]!.split(" "), at: this.arrivals[index]! };
+      if (index >= 0) {
+        const found = { fields: this.lines[index]!.split(" "), at: this.arrivals[index]! };
+        if (take) {
+          this.lines.splice(index, 1);
+          this.arrivals.splice(index, 1);
+        }
+        return found;
+      }
       const failed = this.lines.find((l) => l.startsWith("error "));
       if (failed) throw new Error(`writer failed: ${failed}`);
       if (this.exited) throw new Error(`writer exited before "${kind}": ${this.stderr.trim().split("\n").slice(-3).join(" | ")}`);
