@@ -13,6 +13,12 @@ export interface BenchArgs {
   withMain: boolean;
   /** Run the distributed ingest benchmark (several writer processes sharing shard leases). */
   distributed: boolean;
+  /** Run the lease throughput benchmark (64 RedisLeaseProvider clients on one Redis; not in the default run). */
+  leases: boolean;
+  /** Length of one timed window of the lease benchmark, seconds. */
+  leaseSeconds: number;
+  /** Client processes of the lease benchmark (the 64 clients are spread evenly over them). */
+  leaseProcesses: number;
   /** Run the consolidate benchmark only (it also runs by default, after the main one, unless --no-consolidate). */
   consolidate: boolean;
   /** Skip the consolidate benchmark in a default run. */
@@ -43,6 +49,10 @@ const USAGE = `usage: npm run bench -- [options]
   --memory             run the 2 GiB region-write memory benchmark (instead of the main one)
   --distributed        run the distributed ingest benchmark (2 writer processes with distributedLock
                        true or Redis vs 1 process without a lock; instead of the main one)
+  --leases             run the lease throughput benchmark: 64 RedisLeaseProvider clients on one redis-server,
+                       grants/s vs a plain SET NX + DEL lock (not in the default run)
+  --lease-seconds N    timed window of every lease variant and round, seconds (default 5)
+  --lease-processes N  client processes of --leases, dividing 64 (default 4)
   --consolidate        run only the consolidate benchmark (by default it runs after the main one)
   --no-consolidate     skip the consolidate benchmark in a default run
   --store              run only the store-level benchmark (store.get/set: h5nest vs FileSystemStore, Map,
@@ -52,14 +62,14 @@ const USAGE = `usage: npm run bench -- [options]
                        127.0.0.1, 8 KiB and 1 MiB chunks (not in the default run; --with-main adds the main one)
   --consolidate-scale  consolidate benchmark plus single runs at --chunks and at 65536 chunks: peak RSS as the store grows
   --consolidate-scale-chunks N  the larger store of --consolidate-scale, multiple of 256 (default 65536)
-  --with-main          with --memory, --distributed, --consolidate[-scale], --store or --serve: run the main benchmark as well
+  --with-main          with --memory, --distributed, --leases, --consolidate[-scale], --store or --serve: run the main benchmark as well
   --memory-planes N    z-planes of 1024x1024 uint16 in the memory benchmark (default 1024 = 2 GiB)
   --memory-inflight K  planes written concurrently in the memory benchmark (default 1)
   --workers N          h5nest worker threads (default: h5nest's default, the available cores)
   --fs-concurrency N   files in flight for the plain fs baseline (default 64)
 environment:
   H5NEST_PY_STORE=DIR  checkout of CBI-PITT/zarr_stores: also measure the Python H5_Nested_Store
-  H5NEST_BENCH_REDIS=FILE  redis-server for --distributed (default /usr/bin/redis-server)`;
+  H5NEST_BENCH_REDIS=FILE  redis-server for --distributed and --leases (default /usr/bin/redis-server)`;
 
 function positiveInt(flag: string, text: string | undefined): number {
   const value = Number(text);
@@ -77,6 +87,9 @@ export function parseArgs(argv: string[]): BenchArgs {
     memory: false,
     withMain: false,
     distributed: false,
+    leases: false,
+    leaseSeconds: 5,
+    leaseProcesses: 4,
     consolidate: false,
     noConsolidate: false,
     store: false,
@@ -112,6 +125,16 @@ export function parseArgs(argv: string[]): BenchArgs {
         break;
       case "--distributed":
         args.distributed = true;
+        break;
+      case "--leases":
+        args.leases = true;
+        break;
+      case "--lease-seconds":
+        args.leaseSeconds = positiveInt(name, value());
+        break;
+      case "--lease-processes":
+        args.leaseProcesses = positiveInt(name, value());
+        if (64 % args.leaseProcesses !== 0) throw new Error(`--lease-processes must divide 64, got ${args.leaseProcesses}`);
         break;
       case "--consolidate":
         args.consolidate = true;

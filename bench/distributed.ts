@@ -16,7 +16,7 @@ import { H5NestedStore } from "h5nest";
 import * as zarr from "zarrita";
 import type { IngestJob } from "./ingest-child.js";
 import { describe, provenance, rebuiltSince } from "./provenance.js";
-import { startBenchRedis } from "./redis.js";
+import { type BenchRedis, infoField, startBenchRedis } from "./redis.js";
 import { pairedRatio, rotate, type Stat, stat } from "./stats.js";
 import { formatTable, mib, num, range, ratio } from "./table.js";
 import { ARRAY_PATH, assertSameValues, type TempRoot, type Workload } from "./workloads.js";
@@ -39,16 +39,21 @@ interface DistributedVariant {
   processes: number;
   part: IngestJob["part"];
   lock: LockKind;
+  /** The variant with the same processes and parts but no lock: "vs same, no lock" is against it. */
+  nolock?: string;
 }
 
 const BASELINE_ID = "solo";
 
 const VARIANTS: DistributedVariant[] = [
   { id: BASELINE_ID, label: "1 process, no lock, all planes (baseline)", processes: 1, part: "all", lock: "none" },
-  { id: "solo-local", label: "1 process, distributedLock: true, all planes", processes: 1, part: "all", lock: "local" },
+  { id: "solo-local", label: "1 process, distributedLock: true, all planes", processes: 1, part: "all", lock: "local", nolock: BASELINE_ID },
+  { id: "solo-redis", label: "1 process, Redis lock, all planes", processes: 1, part: "all", lock: "redis", nolock: BASELINE_ID },
   { id: "split-nolock", label: "2 processes, no lock, half the planes each (no shared shard)", processes: 2, part: "split", lock: "none" },
-  { id: "split-local", label: "2 processes, distributedLock: true, half the planes each", processes: 2, part: "split", lock: "local" },
-  { id: "split-redis", label: "2 processes, Redis lock, half the planes each", processes: 2, part: "split", lock: "redis" },
+  { id: "split-local", label: "2 processes, distributedLock: true, half the planes each", processes: 2, part: "split", lock: "local", nolock: "split-nolock" },
+  { id: "split-redis", label: "2 processes, Redis lock, half the planes each", processes: 2, part: "split", lock: "redis", nolock: "split-nolock" },
+  { id: "quad-nolock", label: "4 processes, no lock, a quarter of the planes each (no shared shard)", processes: 4, part: "split", lock: "none" },
+  { id: "quad-redis", label: "4 processes, Redis lock, a quarter of the planes each", processes: 4, part: "split", lock: "redis", nolock: "quad-nolock" },
   { id: "contended-local", label: "2 processes, distributedLock: true, alternate chunk rows of every plane", processes: 2, part: "interleaved", lock: "local" },
   { id: "contended-redis", label: "2 processes, Redis lock, alternate chunk rows of every plane", processes: 2, part: "interleaved", lock: "redis" },
 ];
@@ -65,6 +70,9 @@ interface DistributedRun {
   /** From "go" to the last writer's "done". */
   wallMs: number;
   children: ChildReport[];
+  /** Redis variants: leases Redis granted (INCR calls) and lease EVALs it ran (acquire attempts, renewals, releases) from "go" to the last "done". */
+  grants: number | null;
+  evals: number | null;
 }
 
 export interface DistributedVariantSummary {
@@ -78,6 +86,12 @@ export interface DistributedVariantSummary {
   mbPerSec: Stat | null;
   /** Per round: this variant's chunks/s over the baseline's (same round). */
   vsBaseline: Stat | null;
+  /** Per round: chunks/s over those of the same processes and parts without a lock (`nolock`). */
+  vsNoLock: Stat | null;
+  /** Redis variants: grants per run, and per second of the write time. */
+  redisGrants: Stat | null;
+  redisGrantsPerSec: Stat | null;
+  redisEvalsPerSec: Stat | null;
   /** Chunks/s over REFERENCE_PY_DISTRIBUTED_CHUNKS_PER_SEC (a fixed figure, not measured). */
   vsPythonReference: Stat | null;
   /** Write time of each round (null: failed), in round order. */
@@ -97,7 +111,8 @@ function log(message: string): void {
   process.stderr.write(`${message}\n`);
 }
 
-class Writer {
+/** A child process of a benchmark that reports on stdout, one line per event ("ready ...", "done ...", "error ..."). */
+export class Writer {
   readonly proc: ChildProcess;
   private buffer = "";
   readonly lines: string[] = [];
@@ -108,8 +123,8 @@ class Writer {
   exited = false;
   private waiters: (() => void)[] = [];
 
-  constructor(job: IngestJob) {
-    this.proc = spawn(process.execPath, [CHILD, JSON.stringify(job)], { stdio: ["pipe", "pipe", "pipe"] });
+  constructor(job: object, script: string = CHILD) {
+    this.proc = spawn(process.execPath, [script, JSON.stringify(job)], { stdio: ["pipe", "pipe", "pipe"] });
     this.proc.stdout!.setEncoding("utf8").on("data", (text: string) => {
       const at = performance.now();
       const parts = (this.buffer + text).split("\n");
@@ -131,12 +146,22 @@ class Writer {
     );
   }
 
-  /** The first line starting with `kind` (and when it arrived); throws on "error", exit or timeout. */
-  async line(kind: string, timeoutMs: number): Promise<{ fields: string[]; at: number }> {
+  /**
+   * The first line starting with `kind` (and when it arrived); throws on "error", exit or timeout.
+   * `take`: remove it, so that the next call waits for the next such line.
+   */
+  async line(kind: string, timeoutMs: number, take = false): Promise<{ fields: string[]; at: number }> {
     const giveUp = performance.now() + timeoutMs;
     for (;;) {
       const index = this.lines.findIndex((l) => l.split(" ")[0] === kind);
-      if (index >= 0) return { fields: this.lines[index]!.split(" "), at: this.arrivals[index]! };
+      if (index >= 0) {
+        const found = { fields: this.lines[index]!.split(" "), at: this.arrivals[index]! };
+        if (take) {
+          this.lines.splice(index, 1);
+          this.arrivals.splice(index, 1);
+        }
+        return found;
+      }
       const failed = this.lines.find((l) => l.startsWith("error "));
       if (failed) throw new Error(`writer failed: ${failed}`);
       if (this.exited) throw new Error(`writer exited before "${kind}": ${this.stderr.trim().split("\n").slice(-3).join(" | ")}`);
@@ -178,7 +203,12 @@ interface Context {
   encoded: Map<string, Uint8Array>;
   temp: TempRoot;
   workers: number | undefined;
-  redisUrl: string | null;
+  redis: BenchRedis | null;
+}
+
+async function redisCounts(redis: BenchRedis): Promise<{ grants: number; evals: number }> {
+  const info = await redis.info("commandstats");
+  return { grants: infoField(info, "calls", "cmdstat_incr"), evals: infoField(info, "calls", "cmdstat_eval") };
 }
 
 async function runOnce(v: DistributedVariant, ctx: Context): Promise<DistributedRun> {
@@ -186,15 +216,18 @@ async function runOnce(v: DistributedVariant, ctx: Context): Promise<Distributed
   const writers: Writer[] = [];
   try {
     await writeMetadata(dir, ctx.encoded);
-    const lock: IngestJob["lock"] = v.lock === "none" ? null : v.lock === "local" ? "local" : { redis: ctx.redisUrl! };
+    const lock: IngestJob["lock"] = v.lock === "none" ? null : v.lock === "local" ? "local" : { redis: ctx.redis!.url };
     for (let index = 0; index < v.processes; index++) {
       writers.push(new Writer({ dir, planes: ctx.workload.planes, part: v.part, index, of: v.processes, workers: ctx.workers ?? null, lock }));
     }
     const ready = await Promise.all(writers.map((w) => w.line("ready", 120_000)));
+    const counted = v.lock === "redis" ? ctx.redis : null;
+    const before = counted ? await redisCounts(counted) : null;
     const t0 = performance.now();
     for (const w of writers) w.proc.stdin!.end("go\n");
     const done = await Promise.all(writers.map((w) => w.line("done", 600_000)));
     const wallMs = Math.max(...done.map((d) => d.at)) - t0;
+    const after = counted ? await redisCounts(counted) : null;
     for (const w of writers) {
       const [code, signal] = await w.exit;
       if (code !== 0) throw new Error(`writer exited with ${code ?? signal}: ${w.stderr.trim().split("\n").slice(-3).join(" | ")}`);
@@ -219,7 +252,7 @@ async function runOnce(v: DistributedVariant, ctx: Context): Promise<Distributed
       await reader.close();
     }
     await expectShards(dir, ctx.workload.planes);
-    return { wallMs, children };
+    return { wallMs, children, grants: after && before ? after.grants - before.grants : null, evals: after && before ? after.evals - before.evals : null };
   } finally {
     for (const w of writers) if (!w.exited) w.proc.kill("SIGKILL");
     await Promise.all(writers.map((w) => w.exit));
@@ -244,7 +277,7 @@ export async function runDistributedBench(
     log(`\n*** NOTICE: ${redis.missing}: Redis variants of the distributed ingest skipped ***\n`);
     variants = VARIANTS.filter((v) => v.lock !== "redis");
   }
-  const ctx: Context = { workload, encoded, temp, workers, redisUrl: "missing" in redis ? null : redis.url };
+  const ctx: Context = { workload, encoded, temp, workers, redis: "missing" in redis ? null : redis };
   const results = new Map<string, (DistributedRun | string)[]>(variants.map((v) => [v.id, []]));
   try {
     log(`distributed ingest: warm-up (not counted): ${BASELINE_ID}`);
@@ -277,6 +310,7 @@ export async function runDistributedBench(
     const list = results.get(v.id) ?? [];
     const runs = list.filter((r): r is DistributedRun => typeof r !== "string" && r !== undefined);
     const rates = rate(list);
+    const redisRuns = runs.filter((r) => r.grants !== null);
     return {
       id: v.id,
       label: v.label,
@@ -287,6 +321,10 @@ export async function runDistributedBench(
       chunksPerSec: stat(present(rates)),
       mbPerSec: stat(present(rates).map((c) => (c * workload.chunkBytes) / 1e6)),
       vsBaseline: v.id === BASELINE_ID ? null : pairedRatio(rates, baseline),
+      vsNoLock: v.nolock && results.has(v.nolock) ? pairedRatio(rates, rate(results.get(v.nolock)!)) : null,
+      redisGrants: stat(redisRuns.map((r) => r.grants!)),
+      redisGrantsPerSec: stat(redisRuns.map((r) => r.grants! / (r.wallMs / 1000))),
+      redisEvalsPerSec: stat(redisRuns.map((r) => r.evals! / (r.wallMs / 1000))),
       writeMsPerRound: Array.from({ length: rounds }, (_, i) => {
         const r = list[i];
         return r === undefined || typeof r === "string" ? null : Math.round(r.wallMs);
@@ -345,7 +383,7 @@ export function renderDistributed(outcome: DistributedOutcome): string {
   };
   out.push(
     formatTable(
-      ["variant", "chunks/s", "MB/s", "chunks/s min..max", `vs 1 process no lock`, "min..max", `>= ${TARGET_RATIO}x`, "write ms per round", "open ms", "close ms", "writer peak RSS MiB", "ok"],
+      ["variant", "chunks/s", "MB/s", "chunks/s min..max", `vs 1 process no lock`, "min..max", `>= ${TARGET_RATIO}x`, "vs same, no lock", "min..max", "Redis grants", "grants/s", "EVALs/s", "write ms per round", "open ms", "close ms", "writer peak RSS MiB", "ok"],
       outcome.variants.map((v) => [
         v.label,
         num(v.chunksPerSec?.median),
@@ -354,6 +392,11 @@ export function renderDistributed(outcome: DistributedOutcome): string {
         v.id === BASELINE_ID ? "1.00x (baseline)" : ratio(v.vsBaseline?.median),
         range(v.vsBaseline?.min, v.vsBaseline?.max, (x) => x.toFixed(2)),
         target(v),
+        ratio(v.vsNoLock?.median),
+        range(v.vsNoLock?.min, v.vsNoLock?.max, (x) => x.toFixed(2)),
+        num(v.redisGrants?.median),
+        num(v.redisGrantsPerSec?.median),
+        num(v.redisEvalsPerSec?.median),
         v.writeMsPerRound.map((x) => (x === null ? "FAIL" : String(x))).join(" "),
         num(v.openMs?.median),
         num(v.closeMs?.median),
@@ -380,10 +423,14 @@ export function renderDistributed(outcome: DistributedOutcome): string {
   out.push("");
   out.push("notes:");
   out.push("  vs 1 process no lock: chunks/s over the baseline's in the same round, median of the per-round ratios (>1: faster).");
-  out.push("  half the planes: the processes share no shard. alternate chunk rows: both processes write every shard (contended).");
+  out.push("  vs same, no lock: chunks/s over those of the same processes writing the same parts without a lock, same round, median:");
+  out.push("  what the lock costs at that process count (1 = none; contended rows have no lock-free counterpart).");
+  out.push("  Redis grants: leases Redis granted from \"go\" to the last \"done\" (INFO commandstats: INCR calls), per run and per second of");
+  out.push("  the write time; EVALs/s: every lease script call (acquire attempts, renewals, releases) per second.");
+  out.push("  half / a quarter of the planes: the processes share no shard. alternate chunk rows: both processes write every shard (contended).");
   out.push("  open ms: slowest writer's H5NestedStore.open + zarr.open (worker threads' start, lease server or Redis connection), not timed.");
   out.push("  close ms: slowest writer's store.close(), part of the write time. writer peak RSS: max over rounds of a writer's ru_maxrss.");
-  out.push("  write ms per round: in round order. The bench's fresh redis-server is marked as long in use (h5nest:epoch), or the first");
+  out.push("  write ms per round: in round order. The bench's fresh redis-server is marked as long in use (h5nest:epoch, h5nest:runid), or the first");
   out.push("  acquire on it would wait one lease term (h5nest cannot tell a new Redis from one that lost its data).");
   for (const v of outcome.variants) for (const failure of v.failures) out.push(`*** FAILED ${v.label}: ${failure} ***`);
   return out.join("\n");

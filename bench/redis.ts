@@ -1,5 +1,5 @@
 /**
- * A redis-server for the distributed ingest benchmark: 127.0.0.1, a free
+ * A redis-server for the distributed ingest and lease benchmarks: 127.0.0.1, a free
  * port, no persistence, in a temp folder. Null (with the reason) when
  * redis-server is missing (H5NEST_BENCH_REDIS selects another binary).
  */
@@ -7,13 +7,23 @@ import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import net from "node:net";
 import { setTimeout as sleep } from "node:timers/promises";
+import { Redis } from "ioredis";
 
 export const REDIS_SERVER = process.env.H5NEST_BENCH_REDIS || "/usr/bin/redis-server";
 
 export interface BenchRedis {
   url: string;
   version: string;
+  /** INFO of one section ("cpu", "commandstats", ...) on the bench's own connection. */
+  info(section: string): Promise<string>;
   stop(): Promise<void>;
+}
+
+/** A number field of an INFO text ("used_cpu_user", or "calls" inside "cmdstat_incr:calls=..."), 0 if absent. */
+export function infoField(info: string, field: string, inside?: string): number {
+  const line = inside ? new RegExp(`^${inside}:(.*)$`, "m").exec(info)?.[1] ?? "" : info;
+  const match = new RegExp(`(?:^|,)${field}[:=]([\\d.]+)`, "m").exec(line);
+  return match ? Number(match[1]) : 0;
 }
 
 async function freePort(): Promise<number> {
@@ -42,19 +52,16 @@ function ping(port: number): Promise<boolean> {
   });
 }
 
-function markEpoch(port: number): Promise<void> {
-  const value = String(Date.now() - 86_400_000);
-  const command = `*3\r\n$3\r\nSET\r\n$12\r\nh5nest:epoch\r\n$${value.length}\r\n${value}\r\n`;
-  return new Promise((resolve, reject) => {
-    const socket = net.createConnection({ host: "127.0.0.1", port });
-    socket.once("error", reject);
-    socket.once("connect", () => socket.write(command));
-    socket.once("data", (data: Buffer) => {
-      socket.destroy();
-      if (data.toString().startsWith("+OK")) resolve();
-      else reject(new Error(`SET h5nest:epoch: ${data.toString().trim()}`));
-    });
-  });
+/**
+ * Marks this Redis as one h5nest has long been using: `h5nest:epoch` a day
+ * ago and `h5nest:runid` = this server's run_id (the ACQUIRE script restarts
+ * the epoch, i.e. waits one term, when either is missing or differs).
+ */
+async function markEpoch(admin: Redis): Promise<void> {
+  const runId = /run_id:(\w+)/.exec(await admin.info("server"))?.[1];
+  if (!runId) throw new Error("no run_id in INFO server");
+  await admin.set("h5nest:epoch", String(Date.now() - 86_400_000));
+  await admin.set("h5nest:runid", runId);
 }
 
 export async function startBenchRedis(dir: string): Promise<BenchRedis | { missing: string }> {
@@ -70,7 +77,9 @@ export async function startBenchRedis(dir: string): Promise<BenchRedis | { missi
   let output = "";
   proc.stdout!.setEncoding("utf8").on("data", (t: string) => (output = (output + t).slice(-4000)));
   proc.stderr!.setEncoding("utf8").on("data", (t: string) => (output = (output + t).slice(-4000)));
+  let admin: Redis | null = null;
   const stop = async (): Promise<void> => {
+    admin?.disconnect();
     if (proc.exitCode !== null || proc.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
     proc.kill("SIGTERM");
@@ -87,7 +96,15 @@ export async function startBenchRedis(dir: string): Promise<BenchRedis | { missi
   // h5nest waits one lease term the first time it meets a Redis (it cannot tell
   // a new Redis from one that lost its data); a Redis in service has met it long
   // ago, so mark this fresh one as such rather than time that one-off wait.
-  await markEpoch(port);
+  const url = `redis://127.0.0.1:${port}`;
+  admin = new Redis(url, { maxRetriesPerRequest: 1 });
+  const client = admin;
+  try {
+    await markEpoch(client);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
   const version = /version=([^,\s]+)/.exec(output)?.[1] ?? "?";
-  return { url: `redis://127.0.0.1:${port}`, version, stop };
+  return { url, version, info: (section) => client.info(section), stop };
 }

@@ -8,6 +8,7 @@ import os from "node:os";
 import { parseArgs } from "./args.js";
 import { type ConsolidateReport, consolidateFailed, renderConsolidate, runConsolidateBench } from "./consolidate.js";
 import { type DistributedOutcome, distributedFailed, renderDistributed, runDistributedBench } from "./distributed.js";
+import { type LeaseOutcome, leasesFailed, renderLeases, runLeaseBench } from "./leases.js";
 import { renderMemory, runMemoryBench, type MemoryOutcome } from "./memory.js";
 import { describe, provenance, rebuiltSince } from "./provenance.js";
 import { pythonVariants } from "./python.js";
@@ -91,10 +92,10 @@ async function main(): Promise<number> {
   process.once("SIGINT", cleanup);
   process.once("SIGTERM", cleanup);
   try {
-    const json: { main?: MainReport; memory?: MemoryOutcome; distributed?: DistributedOutcome; consolidate?: ConsolidateReport; store?: StoreReport; serve?: ServeReport } = {};
+    const json: { main?: MainReport; memory?: MemoryOutcome; distributed?: DistributedOutcome; leases?: LeaseOutcome; consolidate?: ConsolidateReport; store?: StoreReport; serve?: ServeReport } = {};
     const texts: string[] = [];
     let failed = false;
-    const defaultRun = !args.memory && !args.distributed && !args.consolidate && !args.store && !args.serve;
+    const defaultRun = !args.memory && !args.distributed && !args.leases && !args.consolidate && !args.store && !args.serve;
     if (defaultRun || args.withMain) {
       const main = await runMain(args, temp);
       json.main = main.report;
@@ -156,6 +157,17 @@ async function main(): Promise<number> {
       } catch (error) {
         failed = true;
         texts.push(`*** FAILED distributed ingest benchmark: ${error instanceof Error ? error.message : String(error)} ***`);
+      }
+    }
+    if (args.leases) {
+      log(`lease benchmark: 64 clients in ${args.leaseProcesses} processes, ${args.leaseSeconds} s windows, ${args.rounds} rounds ...`);
+      try {
+        json.leases = await runLeaseBench(temp, args.rounds, args.leaseSeconds, args.leaseProcesses);
+        texts.push(renderLeases(json.leases));
+        failed ||= leasesFailed(json.leases);
+      } catch (error) {
+        failed = true;
+        texts.push(`*** FAILED lease benchmark: ${error instanceof Error ? error.message : String(error)} ***`);
       }
     }
     if (!gcAvailable) log("note: run with node --expose-gc for steadier RSS figures (npm run bench does)");
