@@ -30,7 +30,8 @@ test("deleting through a symlinked folder removes the value but no folder outsid
   assert.ok(fs.existsSync(path.join(outside, "plane/1")), "the emptied folder outside the store stays");
   assert.ok(fs.existsSync(path.join(outside, "plane")), "and so does its parent");
 
-  // A fold through the link (the raw file is absorbed into the shard) leaves them too.
+  // Consolidation does not follow the link (it changes only the store's own
+  // tree): the raw file stays readable, the outside folders stay.
   fs.writeFileSync(path.join(outside, "plane/1/0"), new Uint8Array(16).fill(3));
   await store.consolidate();
   assert.deepEqual(await store.get("img/0/0/0/1/0"), new Uint8Array(16).fill(3));

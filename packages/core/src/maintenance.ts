@@ -116,7 +116,11 @@ export async function isRawFolder(store: StoreInternals, folder: string): Promis
   return canWriteToShard(location, await store.arrays.arrayOf(location.key), layout.depth);
 }
 
-/** Raw folders of shardable arrays (not descended into) and leftover temporary files. */
+/**
+ * Raw folders of shardable arrays (not descended into) and leftover
+ * temporary files, in the store's own tree: symbolic links are not followed
+ * (see shardFiles).
+ */
 async function* consolidationWork(store: StoreInternals): AsyncGenerator<{ shard: string } | { temp: string }> {
   const enter = async (folder: string) => !(await isRawFolder(store, folder));
   for await (const file of walkFiles(store.layout, { enter })) {
@@ -196,15 +200,21 @@ export interface CompactSummary {
   job?: SharedJobReport;
 }
 
-async function* shardFiles(store: StoreInternals): AsyncGenerator<string> {
-  for await (const file of walkFiles(store.layout)) if (file.kind === "shard") yield file.path;
+/**
+ * Every shard file. Jobs that only read (verify) follow symbolic links, as
+ * keys() does; jobs that rewrite (compact, consolidate) do not: a link may
+ * lead to a read-only disk or to another store's files, and they change only
+ * the store's own tree.
+ */
+async function* shardFiles(store: StoreInternals, followLinks: boolean): AsyncGenerator<string> {
+  for await (const file of walkFiles(store.layout, { followLinks })) if (file.kind === "shard") yield file.path;
 }
 
 export async function compact(store: StoreInternals, options: CompactOptions = {}): Promise<CompactSummary> {
   const minWaste = options.minWaste ?? 0.2;
   const summary: CompactSummary = { shardsSeen: 0, shardsRewritten: 0, bytesBefore: 0, bytesAfter: 0, errors: [], fatal: null, interrupted: false };
   const stop = () => summary.fatal !== null || (options.signal?.aborted ?? false);
-  await forEachBounded(shardFiles(store), store.concurrency * 2, stop, async (shard) => {
+  await forEachBounded(shardFiles(store, false), store.concurrency * 2, stop, async (shard) => {
     try {
       const report = await store.inspect(shard, false);
       summary.shardsSeen += 1;
@@ -241,7 +251,7 @@ export interface VerifyOptions {
 /** Opens every shard and reads every dataset in full, streaming. */
 export async function verify(store: StoreInternals, options: VerifyOptions = {}): Promise<VerifySummary> {
   const summary: VerifySummary = { shards: 0, datasets: 0, bytes: 0, corrupt: [] };
-  await forEachBounded(shardFiles(store), store.concurrency * 2, () => options.signal?.aborted ?? false, async (shard) => {
+  await forEachBounded(shardFiles(store, true), store.concurrency * 2, () => options.signal?.aborted ?? false, async (shard) => {
     summary.shards += 1;
     try {
       const report = await store.inspect(shard, true);
@@ -316,7 +326,7 @@ async function describeArray(store: StoreInternals, file: string, name: string):
 /** A chunk key's last segment in the "." separator form: digits joined by dots. */
 const FLAT_CHUNK_NAME = /^\d+(\.\d+)+$/;
 
-/** Streams the tree once and inspects every shard (metadata only). */
+/** Streams the tree once, through symbolic links as keys() does, and inspects every shard (metadata only). */
 export async function info(store: StoreInternals, options: { signal?: AbortSignal } = {}): Promise<StoreInfo> {
   const result: StoreInfo = {
     arrays: [],
@@ -330,7 +340,7 @@ export async function info(store: StoreInternals, options: { signal?: AbortSigna
     tempFiles: 0,
     unreadableShards: [],
   };
-  await forEachBounded(walkFiles(store.layout), store.concurrency * 2, () => options.signal?.aborted ?? false, async (file) => {
+  await forEachBounded(walkFiles(store.layout, { followLinks: true }), store.concurrency * 2, () => options.signal?.aborted ?? false, async (file) => {
     if (file.kind === "temp") result.tempFiles += 1;
     else if (file.kind === "meta" && FLAT_CHUNK_NAME.test(file.name)) {
       // zarr-python's default DirectoryStore keys ("0.0.0"): raw chunk files that stay raw.

@@ -38,11 +38,19 @@ export type FallbackRead = (items: ReadItem[]) => Promise<ReadResult[]>;
 export class ReadBatcher {
   private pending: PendingRead[] = [];
   private scheduled = false;
+  private closed = false;
+  /** Batches on the worker threads, settled or not: close() waits for them before the threads stop. */
+  private readonly onWorkers = new Set<Promise<void>>();
   private readonly shards = new IndexedShardCache();
 
-  constructor(private readonly fallback: FallbackRead) {}
+  /** `closedError` is what a read gets once the store is closed (never the pool's own errors). */
+  constructor(
+    private readonly fallback: FallbackRead,
+    private readonly closedError: () => Error,
+  ) {}
 
   read(item: ReadItem, range?: RangeQuery): Promise<Uint8Array | undefined> {
+    if (this.closed) return Promise.reject(this.closedError());
     return new Promise((resolve, reject) => {
       this.pending.push({ item, range, resolve, reject });
       if (!this.scheduled) {
@@ -82,8 +90,22 @@ export class ReadBatcher {
     };
   }
 
-  /** Closes the cached shard descriptors. */
-  close(): void {
+  /**
+   * Serves the reads queued so far, waits (at most `waitMs`) for those on
+   * worker threads, then closes the cached shard descriptors. Reads still on
+   * the threads after that (the caller stops them) and any read asked later
+   * fail with `closedError`.
+   */
+  async close(waitMs: number): Promise<void> {
+    // Queued reads were asked before close(): serve them now, while the threads still run.
+    if (this.pending.length > 0) this.dispatch();
+    if (this.onWorkers.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
+      await Promise.race([Promise.allSettled(this.onWorkers), deadline]);
+      clearTimeout(timer);
+    }
+    this.closed = true;
     this.shards.close();
   }
 
@@ -91,6 +113,11 @@ export class ReadBatcher {
     this.scheduled = false;
     const reads = this.pending;
     this.pending = [];
+    if (this.closed) {
+      // Not after close: the descriptors it would open would never be closed.
+      for (const read of reads) read.reject(this.closedError());
+      return;
+    }
     const toShards = new Map<string, PendingRead[]>();
     // All raw files are tried before any shard: a commit renames the new
     // shard before it removes the raw files it absorbed, so a reader that
@@ -163,7 +190,7 @@ export class ReadBatcher {
   }
 
   private readViaWorkers(reads: PendingRead[]): void {
-    this.fallback(reads.map((r) => r.item)).then(
+    const batch = this.fallback(reads.map((r) => r.item)).then(
       (results) =>
         results.forEach((result, i) => {
           const read = reads[i]!;
@@ -171,9 +198,14 @@ export class ReadBatcher {
           else read.resolve(result && read.range ? sliceRange(result, read.range) : result);
         }),
       (error: unknown) => {
-        for (const read of reads) read.reject(error);
+        // Once closed, a failed batch is one the stopped threads dropped
+        // (piscina's AbortError, "Terminating worker thread", a closed pool).
+        const reason = this.closed ? this.closedError() : error;
+        for (const read of reads) read.reject(reason);
       },
     );
+    this.onWorkers.add(batch);
+    void batch.finally(() => this.onWorkers.delete(batch));
   }
 }
 

@@ -35,6 +35,9 @@ import { type FoldMode, ShardWriter, type WriteOp } from "./shard-writer.js";
 import { compactShared, consolidateShared, type SharedJobTarget } from "./shared-maintenance.js";
 import { walkKeys } from "./walk.js";
 
+/** How long close() waits for reads on worker threads before it stops them (they then fail with StoreClosedError). */
+const CLOSE_READ_WAIT_MS = 10_000;
+
 const METADATA_NAMES = new Set([".zarray", ".zgroup", ".zattrs", ".zmetadata", "zarr.json"]);
 
 export class H5NestedStore {
@@ -57,7 +60,10 @@ export class H5NestedStore {
     this.layout = new Layout({ root, depth: options.consolidateDepth, ext: options.containerExt });
     this.root = this.layout.root;
     this.pool = new WorkerPool({ threads: options.workers });
-    this.reader = new ReadBatcher((items) => this.pool.read(items));
+    this.reader = new ReadBatcher(
+      (items) => this.pool.read(items),
+      () => new StoreClosedError(this.root),
+    );
     this.arrays = new ArrayCatalog(this.root);
     this.writer = new ShardWriter(this.root, this.layout, this.pool, this.arrays, this.options);
     this.scheduler = new ShardScheduler<WriteOp>({
@@ -244,8 +250,11 @@ export class H5NestedStore {
 
   /**
    * Flushes, then stops the worker threads and the lease provider (and the
-   * lease server if this process serves it). Bounded: every lease call has a
-   * deadline, and whatever fails, everything this store started is stopped.
+   * lease server if this process serves it). Reads asked before the threads
+   * stop are served (waiting at most CLOSE_READ_WAIT_MS for those on worker
+   * threads); any read left fails with StoreClosedError. Bounded: every lease
+   * call has a deadline, and whatever fails, everything this store started is
+   * stopped.
    */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -253,11 +262,14 @@ export class H5NestedStore {
       await this.flush();
     } finally {
       this.closed = true;
-      this.reader.close();
       try {
-        await this.pool.close();
+        await this.reader.close(CLOSE_READ_WAIT_MS);
       } finally {
-        await this.writer.leases?.close();
+        try {
+          await this.pool.close();
+        } finally {
+          await this.writer.leases?.close();
+        }
       }
     }
   }

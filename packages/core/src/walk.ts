@@ -1,6 +1,13 @@
 /**
  * Streaming walks over a store: depth first, one open folder per level,
  * never the whole file or key list in memory.
+ *
+ * Symbolic links: `get` opens paths, which follows links, so `walkKeys`
+ * follows them too (a link to a file is that file, a link to a folder is that
+ * folder). A link back to a folder on the current descent path (by device and
+ * inode) is a cycle and is not entered; two links to one folder that is not
+ * an ancestor are both walked, since `get` reads keys under both names. Only
+ * the current path is remembered, so memory stays bounded by the depth.
  */
 import fs from "node:fs/promises";
 import path from "node:path";
@@ -28,12 +35,70 @@ export function classify(layout: Layout, name: string): Exclude<StoreFile["kind"
   return "chunk";
 }
 
-/** Every regular file under `folder` (default: the store root), and every folder `enter` declines. */
-export async function* walkFiles(layout: Layout, options: { folder?: string; enter?: FolderFilter } = {}): AsyncGenerator<StoreFile> {
-  yield* walkFolder(layout, options.folder ?? layout.root, options.enter);
+/** Errors that make a symbolic link unusable (dangling, a loop of links, no permission): such links are skipped. */
+const BROKEN_LINK = new Set(["ENOENT", "ENOTDIR", "ELOOP", "EACCES", "EPERM", "ENAMETOOLONG"]);
+
+/** What an entry is, following it when it is a symbolic link and `follow` is set; null for anything else. */
+async function entryType(entry: import("node:fs").Dirent, full: string, follow: boolean): Promise<"file" | "folder" | null> {
+  if (entry.isDirectory()) return "folder";
+  if (entry.isFile()) return "file";
+  if (!follow || !entry.isSymbolicLink()) return null;
+  let stat: import("node:fs").Stats;
+  try {
+    stat = await fs.stat(full);
+  } catch (error) {
+    if (BROKEN_LINK.has((error as NodeJS.ErrnoException).code ?? "")) return null;
+    throw error;
+  }
+  return stat.isDirectory() ? "folder" : stat.isFile() ? "file" : null;
 }
 
-async function* walkFolder(layout: Layout, folder: string, enter: FolderFilter | undefined): AsyncGenerator<StoreFile> {
+/**
+ * The folders on the current descent path, as "dev:ino" (bigint: inode
+ * numbers can exceed 2^53). Entering a folder already on it would loop.
+ */
+type DescentPath = Set<string>;
+
+/** A folder's "dev:ino"; null when it is gone (a commit removed it meanwhile) or is no folder now. */
+async function folderId(folder: string): Promise<string | null> {
+  const stat = await fs.stat(folder, { bigint: true }).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT" || error.code === "ENOTDIR") return null;
+    throw error;
+  });
+  return stat?.isDirectory() ? `${stat.dev}:${stat.ino}` : null;
+}
+
+/**
+ * Runs `walk` with `folder` pushed on the descent path; nothing when it is
+ * already on it (a link back to an ancestor) or gone.
+ */
+async function* onPath<T>(descent: DescentPath, folder: string, walk: () => AsyncGenerator<T>): AsyncGenerator<T> {
+  const id = await folderId(folder);
+  if (id === null || descent.has(id)) return;
+  descent.add(id);
+  try {
+    yield* walk();
+  } finally {
+    descent.delete(id);
+  }
+}
+
+/**
+ * Every regular file under `folder` (default: the store root), and every
+ * folder `enter` declines. With `followLinks`, symbolic links to files and
+ * folders are followed like `walkKeys` does (cycles are not entered);
+ * without, they are skipped, so the walk sees only the store's own tree.
+ */
+export async function* walkFiles(layout: Layout, options: { folder?: string; enter?: FolderFilter; followLinks?: boolean } = {}): AsyncGenerator<StoreFile> {
+  // Without links the tree has no cycles: no descent path is needed.
+  yield* descend(layout, options.folder ?? layout.root, options.enter, options.followLinks ? new Set() : null);
+}
+
+function descend(layout: Layout, folder: string, enter: FolderFilter | undefined, descent: DescentPath | null): AsyncGenerator<StoreFile> {
+  return descent ? onPath(descent, folder, () => walkFolder(layout, folder, enter, descent)) : walkFolder(layout, folder, enter, null);
+}
+
+async function* walkFolder(layout: Layout, folder: string, enter: FolderFilter | undefined, descent: DescentPath | null): AsyncGenerator<StoreFile> {
   let dir: import("node:fs").Dir;
   try {
     dir = await fs.opendir(folder);
@@ -46,10 +111,11 @@ async function* walkFolder(layout: Layout, folder: string, enter: FolderFilter |
     // The store's identity and lease state: not part of the data.
     if (entry.name === IDENTITY_FOLDER && folder === layout.root) continue;
     const full = path.join(folder, entry.name);
-    if (entry.isDirectory()) {
-      if (!enter || (await enter(full))) yield* walkFolder(layout, full, enter);
+    const type = await entryType(entry, full, descent !== null);
+    if (type === "folder") {
+      if (!enter || (await enter(full))) yield* descend(layout, full, enter, descent);
       else yield { path: full, name: entry.name, kind: "folder" };
-    } else if (entry.isFile()) {
+    } else if (type === "file") {
       yield { path: full, name: entry.name, kind: classify(layout, entry.name) };
     }
   }
@@ -68,9 +134,15 @@ export type ShardLister = (shardPath: string) => Promise<string[]>;
  * parent folder; the shards beside the folders above it are listed last).
  */
 export async function* walkKeys(layout: Layout, listShard: ShardLister, prefix = ""): AsyncGenerator<string> {
-  const walk: KeyWalk = { layout, listShard, wanted: (key: string) => key.startsWith(prefix), seenRaw: new Map() };
+  const walk: KeyWalk = { layout, listShard, wanted: (key: string) => key.startsWith(prefix), seenRaw: new Map(), descent: new Set() };
   const parent = prefix.includes("/") ? prefix.slice(0, prefix.lastIndexOf("/")) : "";
   const segments = parent.split("/").filter(Boolean);
+  // The folders above the start are on the descent path too, so a prefix
+  // lists what the whole walk lists under it (no more through a cycle).
+  for (let depth = 0; depth < segments.length; depth++) {
+    const id = await folderId(path.join(layout.root, ...segments.slice(0, depth)));
+    if (id !== null) walk.descent.add(id);
+  }
   // Shards whose raw folder holds the walked folder: a 1-D array's chunks live
   // in its group's shard; a root array's in the legacy `<store>.h5`.
   const enclosing: string[] = [];
@@ -92,9 +164,14 @@ interface KeyWalk {
   wanted(key: string): boolean;
   /** For each shard to be listed after its raw folder: the datasets seen there as raw files. */
   seenRaw: Map<string, Set<string>>;
+  descent: DescentPath;
 }
 
-async function* keysIn(walk: KeyWalk, folder: string): AsyncGenerator<string> {
+function keysIn(walk: KeyWalk, folder: string): AsyncGenerator<string> {
+  return onPath(walk.descent, folder, () => keysInFolder(walk, folder));
+}
+
+async function* keysInFolder(walk: KeyWalk, folder: string): AsyncGenerator<string> {
   const { layout } = walk;
   let dir: import("node:fs").Dir;
   try {
@@ -109,12 +186,14 @@ async function* keysIn(walk: KeyWalk, folder: string): AsyncGenerator<string> {
     if (entry.name === IDENTITY_FOLDER && folder === layout.root) continue;
     if (paired.has(entry.name)) continue;
     const full = path.join(folder, entry.name);
-    if (entry.isDirectory()) {
+    // A link is what it leads to: `get` reads through it.
+    const type = await entryType(entry, full, true);
+    if (type === "folder") {
       // Paired whether or not its shard exists yet: a fold may create it
       // while the folder is walked (and this listing may not show it).
       paired.add(entry.name + layout.ext);
       yield* pairKeys(walk, full, full + layout.ext);
-    } else if (entry.isFile()) {
+    } else if (type === "file") {
       const kind = classify(layout, entry.name);
       if (kind === "temp") continue;
       if (kind === "shard") {
