@@ -194,3 +194,31 @@ test("2 processes compact one store through Redis: each wasteful shard rewritten
   for (const run of runs) assert.ok(run.lines.filter((l) => l.event === "shard").length > 0, "both processes took part");
   await assertEveryChunk(root, expected);
 });
+
+test("Redis killed in the middle of a shared consolidation: each process stops with a typed error in bounded time, nothing is lost, a rerun finishes", { timeout: 180_000 }, async (t) => {
+  if (!requireRedis(t)) return;
+  const redis = await startRedis(t);
+  const root = path.join(await tempDir(t), "store");
+  const expected = await rawStore(root);
+  const args = ["consolidate", root, "--workers", "1", "--redis", redis.url, "--lease-ms", String(LEASE_MS), "--json"];
+  const runs = [start(args, root), start(args, root)];
+  await runs[0]!.shards(2);
+  await redis.kill("SIGKILL");
+  const killedAt = performance.now();
+  const exits = await Promise.all(runs.map((r) => r.exit));
+  const seconds = (performance.now() - killedAt) / 1000;
+  assert.ok(seconds < 60, `the processes took ${seconds.toFixed(1)} s to stop`);
+  for (const [i, exit] of exits.entries()) {
+    assert.equal(exit.code, 1, `process ${i}: ${JSON.stringify(exit)}\n${runs[i]!.stderr}`);
+    assert.match(runs[i]!.stderr, /stopped: lock service redis:\/\/.* unavailable/, runs[i]!.stderr);
+    const summary = runs[i]!.lines.find((l) => l.event === "summary");
+    assert.ok(summary && typeof summary.fatal === "string", `process ${i} printed its summary`);
+  }
+  // Every chunk readable all along; a rerun (Redis back, new to h5nest: it waits a term) finishes the job.
+  await assertEveryChunk(root, expected);
+  await redis.restart();
+  const rerun = await h5nest(args.slice(0, -1), 90_000);
+  assert.equal(rerun.code, 0, describeRun(args, rerun));
+  assert.deepEqual(await leftovers(root), [], "raw chunk files or temporary files left");
+  await assertEveryChunk(root, expected);
+});

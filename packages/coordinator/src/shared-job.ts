@@ -104,13 +104,25 @@ export class SharedJob {
 
   private static queueOf(options: SharedJobOptions, runId: string, connection: Redis): Queue {
     // BullMQ refuses ':' in queue names; the store id and run id are hex.
-    return new Queue(`${options.kind}-${options.namespace}-${runId}`, { connection, prefix: "h5nest" });
+    const queue = new Queue(`${options.kind}-${options.namespace}-${runId}`, { connection, prefix: "h5nest" });
+    queue.on("error", () => {
+      // Connection trouble, reported by the bounded calls (BullMQ would print it).
+    });
+    return queue;
   }
 
   /** Joins the run in progress for this store and kind, or starts one whose first task is `root`. */
   static async join(options: SharedJobOptions, root: Task): Promise<SharedJob> {
-    // BullMQ wants commands to wait for a reconnect (null); our own waits are bounded below.
-    const connection = new Redis(options.url, { maxRetriesPerRequest: null, lazyConnect: true, connectTimeout: 5000 });
+    // BullMQ wants commands to wait for a reconnect (no retry limit per request), and copies
+    // this connection for its blocking reads: reconnecting stops after the bounded wait, so
+    // that a Redis gone for good lets every connection, timer and queued command end.
+    const giveUpAfter = Math.max(5000, 2 * options.termMs);
+    const connection = new Redis(options.url, {
+      maxRetriesPerRequest: null,
+      lazyConnect: true,
+      connectTimeout: 5000,
+      retryStrategy: (times) => (times * 250 > giveUpAfter ? null : 250),
+    });
     connection.on("error", () => {
       // Reported through failing or timed-out commands.
     });
@@ -200,16 +212,22 @@ export class SharedJob {
     worker.on("error", () => {
       // Connection trouble: the checks below bound how long we wait for Redis.
     });
+    const stopping = () => failure !== null || (signal?.aborted ?? false);
     try {
       for (;;) {
-        if (failure !== null || signal?.aborted) break;
+        if (stopping()) break;
         await sleep(100);
         if ((await this.remaining()) === 0) break;
       }
+    } catch (error) {
+      failure ??= error; // Redis does not answer
     } finally {
-      // Tasks in progress finish; those not started stay queued for the others.
-      await worker.close();
-      await this.flushCounts();
+      // Tasks in progress finish; those not started stay queued for the others. Every step is
+      // bounded: with Redis gone, BullMQ would wait for it forever. (A forced close after a
+      // graceful one would not help: BullMQ keeps the first close's promise.)
+      await settlesWithin(worker.pause(false), this.limitMs());
+      await settlesWithin(worker.close(true), this.limitMs());
+      await this.flushCounts().catch((error: unknown) => void (failure ??= error));
     }
     if (failure !== null) throw failure;
     if (!signal?.aborted && (await this.remaining()) === 0) await this.end();
@@ -285,9 +303,14 @@ export class SharedJob {
     if (ended === 1) await bounded(this.options, this.queue.obliterate({ force: true }), "remove the queue").catch(() => {});
   }
 
+  /** How long any Redis step may take before the job counts Redis as gone. */
+  private limitMs(): number {
+    return Math.max(5000, 2 * this.options.termMs);
+  }
+
   async close(): Promise<void> {
     await this.flushCounts().catch(() => {});
-    await this.queue.close().catch(() => {});
+    await settlesWithin(this.queue.close(), this.limitMs());
     this.counters.disconnect();
   }
 }
@@ -295,6 +318,17 @@ export class SharedJob {
 /** BullMQ job ids may not hold ':' (nor be plain integers): a digest of the task. */
 function taskId(task: Task): string {
   return `${task.type}-${createHash("sha1").update(task.path).digest("hex")}`;
+}
+
+/** True when `work` settles within `ms` (its outcome ignored). */
+async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([work.then(() => true, () => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** A Redis call that fails with LockUnavailableError when Redis does not answer within two terms. */
