@@ -222,3 +222,27 @@ test("Redis killed in the middle of a shared consolidation: each process stops w
   assert.deepEqual(await leftovers(root), [], "raw chunk files or temporary files left");
   await assertEveryChunk(root, expected);
 });
+
+test("Ctrl-C stops a shared consolidation after its shards in flight; the next process resumes the same run and finishes it", { timeout: 180_000 }, async (t) => {
+  if (!requireRedis(t)) return;
+  const redis = await startRedis(t);
+  const root = path.join(await tempDir(t), "store");
+  const expected = await rawStore(root);
+  const args = ["consolidate", root, "--workers", "1", "--redis", redis.url, "--lease-ms", String(LEASE_MS), "--json"];
+  const first = start(args, root);
+  await first.shards(2);
+  first.child.kill("SIGINT");
+  const exit = await first.exit;
+  assert.equal(exit.code, 130, first.stderr);
+  const stopped = first.lines.find((l) => l.event === "summary") as { interrupted: boolean; chunks: number; job?: { runId: string } };
+  assert.equal(stopped.interrupted, true);
+  assert.ok(stopped.chunks < expected.size, "stopped before the end");
+  const second = start(args, root);
+  assert.equal((await second.exit).code, 0, second.stderr);
+  const finished = second.lines.find((l) => l.event === "summary") as { chunks: number; job: { runId: string; chunks: number; tasksDone: number } };
+  assert.equal(finished.job.runId, stopped.job?.runId ?? finished.job.runId, "the same run, resumed");
+  assert.equal(stopped.chunks + finished.chunks, expected.size, "each chunk moved once, by one of the two");
+  assert.equal(finished.job.chunks, expected.size);
+  assert.deepEqual(await leftovers(root), []);
+  await assertEveryChunk(root, expected);
+});

@@ -230,7 +230,8 @@ export class SharedJob {
       await this.flushCounts().catch((error: unknown) => void (failure ??= error));
     }
     if (failure !== null) throw failure;
-    if (!signal?.aborted && (await this.remaining()) === 0) await this.end();
+    // An empty queue is a finished run, even when this process was asked to stop meanwhile.
+    if ((await this.remaining()) === 0) await this.end();
   }
 
   private async add(tasks: Task[]): Promise<void> {
