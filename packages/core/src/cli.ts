@@ -3,6 +3,7 @@
  * The h5nest command line: consolidate, compact, info, verify, ls, refs, serve, demo.
  * Exit codes: 0 done, 1 errors (named on stderr), 2 bad usage, 130 interrupted.
  */
+import type { JobProgress } from "@h5nest/coordinator";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
@@ -150,12 +151,14 @@ storeOptions(
   const store = await openStore(dir, flags);
   const controller = interruptible(flags.json ?? false);
   try {
+    let job: JobProgress | null = null; // the whole job's figures, when shared through Redis
     const summary = await store.compact({
       minWaste: flags.minWaste,
       signal: controller.signal,
       onProgress: (p) => {
-        if (flags.json) console.log(JSON.stringify({ event: "shard", ...p }));
+        if (flags.json) console.log(JSON.stringify({ event: "shard", ...p, ...(flags.redis ? { job } : {}) }));
       },
+      onJobProgress: (progress) => void (job = progress),
     });
     const reclaimed = summary.bytesBefore - summary.bytesAfter;
     if (flags.json) console.log(JSON.stringify({ event: "summary", ...summary, fatal: summary.fatal?.message ?? null, reclaimedBytes: reclaimed }));

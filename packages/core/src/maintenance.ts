@@ -210,23 +210,39 @@ async function* shardFiles(store: StoreInternals, followLinks: boolean): AsyncGe
   for await (const file of walkFiles(store.layout, { followLinks })) if (file.kind === "shard") yield file.path;
 }
 
+/**
+ * Inspects one shard and rewrites it when its reclaimable bytes reach
+ * `minWaste` of its size, adding to `summary`. Returns the datasets kept and
+ * the bytes freed by a rewrite, or null when the shard was left as it is.
+ */
+export async function compactShard(
+  store: StoreInternals,
+  shard: string,
+  minWaste: number,
+  summary: CompactSummary,
+  options: CompactOptions,
+): Promise<{ datasets: number; freed: number } | null> {
+  const report = await store.inspect(shard, false);
+  summary.shardsSeen += 1;
+  summary.bytesBefore += report.fileBytes;
+  if (report.fileBytes - compactedSize(report) < minWaste * report.fileBytes) {
+    summary.bytesAfter += report.fileBytes;
+    return null;
+  }
+  const result = await store.rewrite(shard);
+  summary.shardsRewritten += 1;
+  summary.bytesAfter += result.shardBytes;
+  options.onProgress?.({ shard, before: report.fileBytes, after: result.shardBytes });
+  return { datasets: report.datasets, freed: report.fileBytes - result.shardBytes };
+}
+
 export async function compact(store: StoreInternals, options: CompactOptions = {}): Promise<CompactSummary> {
   const minWaste = options.minWaste ?? 0.2;
   const summary: CompactSummary = { shardsSeen: 0, shardsRewritten: 0, bytesBefore: 0, bytesAfter: 0, errors: [], fatal: null, interrupted: false };
   const stop = () => summary.fatal !== null || (options.signal?.aborted ?? false);
   await forEachBounded(shardFiles(store, false), store.concurrency * 2, stop, async (shard) => {
     try {
-      const report = await store.inspect(shard, false);
-      summary.shardsSeen += 1;
-      summary.bytesBefore += report.fileBytes;
-      if (report.fileBytes - compactedSize(report) < minWaste * report.fileBytes) {
-        summary.bytesAfter += report.fileBytes;
-        return;
-      }
-      const result = await store.rewrite(shard);
-      summary.shardsRewritten += 1;
-      summary.bytesAfter += result.shardBytes;
-      options.onProgress?.({ shard, before: report.fileBytes, after: result.shardBytes });
+      await compactShard(store, shard, minWaste, summary, options);
     } catch (error) {
       if (isFatal(error)) summary.fatal ??= error as Error;
       else summary.errors.push(describeError(shard, error));

@@ -16,7 +16,7 @@ import { classify } from "./walk.js";
 import {
   type CompactOptions,
   type CompactSummary,
-  compactedSize,
+  compactShard,
   type ConsolidateOptions,
   type ConsolidateSummary,
   isRawFolder,
@@ -82,8 +82,28 @@ async function scanFolder(
   if (batch.length > 0) await context.add(batch);
 }
 
-/** Runs a shared job to its end, reporting the whole job's progress on the way. */
+/**
+ * Runs a shared job to its end, reporting the whole job's progress on the
+ * way, and records in `summary` the job, the error that stopped this
+ * process (Redis gone, a full disk), or that it was interrupted.
+ */
 async function runShared(
+  summary: { job?: SharedJobReport; fatal: Error | null; interrupted: boolean },
+  store: StoreInternals,
+  target: SharedJobTarget,
+  kind: string,
+  handle: (task: Task, context: TaskContext) => Promise<void>,
+  options: { signal?: AbortSignal; onJobProgress?: (job: JobProgress) => void },
+): Promise<void> {
+  try {
+    summary.job = await runJob(target, kind, store.concurrency * 2, handle, options.signal, options.onJobProgress);
+  } catch (error) {
+    summary.fatal = error as Error;
+  }
+  summary.interrupted = summary.fatal === null && (options.signal?.aborted ?? false);
+}
+
+async function runJob(
   target: SharedJobTarget,
   kind: string,
   concurrency: number,
@@ -170,12 +190,7 @@ export async function consolidateShared(
       else throw error; // fatal here (a full disk): the task goes back to the queue for the others
     }
   };
-  try {
-    summary.job = await runShared(target, "consolidate", store.concurrency * 2, handle, options.signal, options.onJobProgress);
-  } catch (error) {
-    summary.fatal = error as Error;
-  }
-  summary.interrupted = summary.fatal === null && (options.signal?.aborted ?? false);
+  await runShared(summary, store, target, "consolidate", handle, options);
   return summary;
 }
 
@@ -201,29 +216,14 @@ export async function compactShared(
     }
     const shard = path.join(layout.root, task.path);
     try {
-      const report = await store.inspect(shard, false);
-      summary.shardsSeen += 1;
-      summary.bytesBefore += report.fileBytes;
-      if (report.fileBytes - compactedSize(report) < minWaste * report.fileBytes) {
-        summary.bytesAfter += report.fileBytes;
-        return;
-      }
-      const result = await store.rewrite(shard);
-      summary.shardsRewritten += 1;
-      summary.bytesAfter += result.shardBytes;
-      context.count({ chunks: report.datasets, bytes: report.fileBytes - result.shardBytes });
-      options.onProgress?.({ shard, before: report.fileBytes, after: result.shardBytes });
+      const rewritten = await compactShard(store, shard, minWaste, summary, options);
+      if (rewritten) context.count({ chunks: rewritten.datasets, bytes: rewritten.freed });
     } catch (error) {
       if (error instanceof CorruptShardError) summary.errors.push(describeError(shard, error));
       else if ((error as NodeJS.ErrnoException).code === "ENOENT") return; // removed meanwhile
       else throw error;
     }
   };
-  try {
-    summary.job = await runShared(target, "compact", store.concurrency * 2, handle, options.signal, options.onJobProgress);
-  } catch (error) {
-    summary.fatal = error as Error;
-  }
-  summary.interrupted = summary.fatal === null && (options.signal?.aborted ?? false);
+  await runShared(summary, store, target, "compact", handle, options);
   return summary;
 }
