@@ -43,13 +43,18 @@ interface SharedVariant {
   label: string;
   processes: number;
   redis: boolean;
+  /** Worker threads per process as a multiple of --workers (default 1). */
+  workersTimes?: number;
 }
 
 const BASELINE_ID = "nolock";
 const REDIS_ONE_ID = "redis-1";
+/** Context: one process without a lock with the worker threads of 2 processes (with --workers 1 on 2 CPUs: both cores). */
+const DOUBLE_ID = "nolock-2w";
 
 const VARIANTS: SharedVariant[] = [
   { id: BASELINE_ID, label: "1 process, no --redis (no lock; baseline)", processes: 1, redis: false },
+  { id: DOUBLE_ID, label: "1 process, no --redis, twice the workers (context)", processes: 1, redis: false, workersTimes: 2 },
   { id: REDIS_ONE_ID, label: "1 process, --redis", processes: 1, redis: true },
   { id: "redis-2", label: "2 processes, --redis (one shared job)", processes: 2, redis: true },
   { id: "redis-4", label: "4 processes, --redis (one shared job)", processes: 4, redis: true },
@@ -104,6 +109,8 @@ export interface SharedVariantSummary {
   /** Per round: chunks/s over those of 1 process with --redis, and of the no-lock baseline, same round. */
   vsRedisOne: Stat | null;
   vsBaseline: Stat | null;
+  /** Per round: chunks/s over those of 1 process without a lock with twice the workers. */
+  vsDouble: Stat | null;
   /** Per round: (wall time - the no-lock baseline's) / shards, ms: what sharing through Redis adds per shard. */
   extraMsPerShard: Stat | null;
   /** Per round: the slowest and fastest process's own seconds. */
@@ -245,7 +252,7 @@ async function runOnce(v: SharedVariant, ctx: Context, readBack: boolean): Promi
     const before = counted ? await redisCounts(counted) : null;
     const t0 = performance.now();
     for (let i = 0; i < v.processes; i++) {
-      spawned.push(spawnConsolidate(dir, workers, v.redis ? ctx.redis!.url : null, path.join(dir, `..`, `${path.basename(dir)}-time-${i}.txt`)));
+      spawned.push(spawnConsolidate(dir, workers * (v.workersTimes ?? 1), v.redis ? ctx.redis!.url : null, path.join(dir, `..`, `${path.basename(dir)}-time-${i}.txt`)));
     }
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
@@ -383,6 +390,7 @@ export async function runSharedConsolidateBench(temp: TempRoot, options: SharedB
     return r === undefined || typeof r === "string" ? null : r.wallMs;
   };
   const redisOne = rate(results.get(REDIS_ONE_ID) ?? []);
+  const double = rate(results.get(DOUBLE_ID) ?? []);
   const summaries = variants.map((v): SharedVariantSummary => {
     const list = results.get(v.id) ?? [];
     const runs = list.filter((r): r is SharedRun => r !== undefined && typeof r !== "string");
@@ -412,6 +420,7 @@ export async function runSharedConsolidateBench(temp: TempRoot, options: SharedB
       chunksPerSec: stat(rates.filter((x): x is number => x !== null)),
       vsRedisOne: v.redis && v.id !== REDIS_ONE_ID ? pairedRatio(rates, redisOne) : null,
       vsBaseline: v.id === BASELINE_ID ? null : pairedRatio(rates, baseline),
+      vsDouble: v.redis ? pairedRatio(rates, double) : null,
       extraMsPerShard:
         v.id === BASELINE_ID
           ? null
@@ -485,7 +494,7 @@ export function renderSharedConsolidate(report: SharedReport): string {
   );
   out.push(
     `${c.rounds} interleaved rounds (order rotated); medians; time = spawn of the first \`h5nest consolidate --json --workers ${c.workersPerProcess}\` ` +
-      `to the exit of the last; ${c.cpus} CPUs; redis ${c.redis ?? "missing"}; node ${c.node}`,
+      `(the context row: --workers ${Number(c.workersPerProcess) * 2}) to the exit of the last; ${c.cpus} CPUs; redis ${c.redis ?? "missing"}; node ${c.node}`,
   );
   out.push(String(c.code));
   for (const notice of report.notices) out.push(`*** NOTICE: ${notice} ***`);
@@ -496,7 +505,7 @@ export function renderSharedConsolidate(report: SharedReport): string {
   };
   out.push(
     formatTable(
-      ["variant", "wall s", "min..max", "chunks/s", "vs 1 process --redis", "min..max", `>= ${TARGET_SPEEDUP}x`, "vs no lock", "min..max", "+ms/shard vs no lock", "wall ms per round", "ok"],
+      ["variant", "wall s", "min..max", "chunks/s", "vs 1 process --redis", "min..max", `>= ${TARGET_SPEEDUP}x`, "vs no lock", "min..max", "vs no lock, 2x workers", "min..max", "+ms/shard vs no lock", "wall ms per round", "ok"],
       report.variants.map((v) => [
         v.label,
         num(v.wallSeconds?.median),
@@ -507,6 +516,8 @@ export function renderSharedConsolidate(report: SharedReport): string {
         target(v),
         v.id === BASELINE_ID ? "1.00x (baseline)" : ratio(v.vsBaseline?.median),
         range(v.vsBaseline?.min, v.vsBaseline?.max, (x) => x.toFixed(2)),
+        ratio(v.vsDouble?.median),
+        range(v.vsDouble?.min, v.vsDouble?.max, (x) => x.toFixed(2)),
         num(v.extraMsPerShard?.median),
         v.wallMsPerRound.map((x) => (x === null ? "FAIL" : String(x))).join(" "),
         `${v.ok}/${v.ok + v.failures.length}`,
@@ -562,6 +573,8 @@ export function renderSharedConsolidate(report: SharedReport): string {
   out.push("  wall s: spawn of the first process to the exit of the last (node start, worker threads, Redis connection, the job, close).");
   out.push("  vs 1 process --redis / vs no lock: chunks/s over those of that variant in the same round, median of the per-round ratios (>1: faster);");
   out.push(`  target: N processes take no longer than 1 (>= ${TARGET_SPEEDUP}x against 1 process --redis).`);
+  out.push("  twice the workers (context): one process without a lock with as many worker threads as 2 processes have between them");
+  out.push("  (with --workers 1 on 2 CPUs: both cores); vs no lock, 2x workers = chunks/s over that row's, same round, median.");
   out.push("  +ms/shard vs no lock: (wall time - the no-lock baseline's wall time, same round) / shards, median over rounds.");
   out.push("  own s: each process's summary `seconds` (store opened to its job done), fastest and slowest process of a run.");
   out.push("  spawn to 1st fold: slowest process from the first spawn to its first shard event; last fold to exit: longest from a process's");
