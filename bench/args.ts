@@ -29,6 +29,10 @@ export interface BenchArgs {
   noStore: boolean;
   /** Run the serve benchmark (h5nest serve vs a static file server over HTTP; not in the default run). */
   serve: boolean;
+  /** Run the scale-out consolidation benchmark: 1, 2, 4 `h5nest consolidate --redis` processes sharing one job (not in the default run). */
+  consolidateShared: boolean;
+  /** Shards (z-planes of 256 chunks of 8 KiB) in the raw store of --consolidate-shared. */
+  sharedShards: number;
   /** Also consolidate once at `chunks` and at `consolidateScaleChunks` and compare peak RSS (implies --consolidate). */
   consolidateScale: boolean;
   consolidateScaleChunks: number;
@@ -60,16 +64,20 @@ const USAGE = `usage: npm run bench -- [options]
   --no-store           skip the store-level benchmark in a default run
   --serve              run the serve benchmark: h5nest serve vs a static file server (serve-static) over HTTP on
                        127.0.0.1, 8 KiB and 1 MiB chunks (not in the default run; --with-main adds the main one)
+  --consolidate-shared  run the scale-out consolidation benchmark: 1, 2 and 4 \`h5nest consolidate --redis\` processes
+                       sharing one job through one redis-server vs 1 process without --redis (not in the default run;
+                       --workers N per process, default 1 here)
+  --shared-shards N    shards of 256 chunks of 8 KiB in the store of --consolidate-shared (default 96)
   --consolidate-scale  consolidate benchmark plus single runs at --chunks and at 65536 chunks: peak RSS as the store grows
   --consolidate-scale-chunks N  the larger store of --consolidate-scale, multiple of 256 (default 65536)
-  --with-main          with --memory, --distributed, --leases, --consolidate[-scale], --store or --serve: run the main benchmark as well
+  --with-main          with --memory, --distributed, --leases, --consolidate[-scale|-shared], --store or --serve: run the main benchmark as well
   --memory-planes N    z-planes of 1024x1024 uint16 in the memory benchmark (default 1024 = 2 GiB)
   --memory-inflight K  planes written concurrently in the memory benchmark (default 1)
   --workers N          h5nest worker threads (default: h5nest's default, the available cores)
   --fs-concurrency N   files in flight for the plain fs baseline (default 64)
 environment:
   H5NEST_PY_STORE=DIR  checkout of CBI-PITT/zarr_stores: also measure the Python H5_Nested_Store
-  H5NEST_BENCH_REDIS=FILE  redis-server for --distributed and --leases (default /usr/bin/redis-server)`;
+  H5NEST_BENCH_REDIS=FILE  redis-server for --distributed, --leases and --consolidate-shared (default /usr/bin/redis-server)`;
 
 function positiveInt(flag: string, text: string | undefined): number {
   const value = Number(text);
@@ -95,6 +103,8 @@ export function parseArgs(argv: string[]): BenchArgs {
     store: false,
     noStore: false,
     serve: false,
+    consolidateShared: false,
+    sharedShards: 96,
     consolidateScale: false,
     consolidateScaleChunks: 65536,
     memoryPlanes: 1024,
@@ -150,6 +160,12 @@ export function parseArgs(argv: string[]): BenchArgs {
         break;
       case "--serve":
         args.serve = true;
+        break;
+      case "--consolidate-shared":
+        args.consolidateShared = true;
+        break;
+      case "--shared-shards":
+        args.sharedShards = positiveInt(name, value());
         break;
       case "--consolidate-scale":
         args.consolidate = true;

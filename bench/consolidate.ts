@@ -27,7 +27,7 @@ import { ARRAY_PATH, assertSameValues, CHUNK_BYTES, CHUNK_EDGE, CHUNKS_PER_PLANE
 
 const run = promisify(execFile);
 const PY_SCRIPT = path.join(import.meta.dirname, "consolidate_py.py");
-const CLI = path.resolve(import.meta.dirname, "..", "packages", "core", "dist", "cli.js");
+export const CLI = path.resolve(import.meta.dirname, "..", "packages", "core", "dist", "cli.js");
 const TIME = "/usr/bin/time";
 
 /** Python H5_Nested_Store.consolidate() measured earlier on this machine class (used when H5NEST_PY_STORE is unset). */
@@ -125,7 +125,7 @@ async function metadataFiles(planes: number): Promise<Map<string, Uint8Array>> {
  * the metadata zarrita reads back), so the raw store is a faithful
  * NestedDirectoryStore of the benchmark's array.
  */
-async function checkChunkEncoding(): Promise<void> {
+export async function checkChunkEncoding(): Promise<void> {
   const store = new MemoryStore();
   const arr = (await createV2Array(store, ARRAY_PATH, arrayOptions(1))) as unknown as zarr.Array<"uint16", zarr.Mutable>;
   const data = new Uint16Array(PLANE * PLANE);
@@ -143,7 +143,7 @@ async function checkChunkEncoding(): Promise<void> {
 }
 
 /** Writes the NestedDirectoryStore (metadata + planes*256 raw chunk files) into `dir`. Not timed. */
-async function writeRawStore(dir: string, planes: number, concurrency: number): Promise<void> {
+export async function writeRawStore(dir: string, planes: number, concurrency: number): Promise<void> {
   for (const [rel, bytes] of await metadataFiles(planes)) {
     await fsp.mkdir(path.dirname(path.join(dir, rel)), { recursive: true });
     await fsp.writeFile(path.join(dir, rel), bytes);
@@ -162,7 +162,7 @@ async function writeRawStore(dir: string, planes: number, concurrency: number): 
 // ---------------------------------------------------------------- checks (not timed)
 
 /** Consolidated in place: arr/0/0 holds exactly one .h5 shard per plane and nothing else. */
-async function expectShards(dir: string, planes: number, who: string): Promise<void> {
+export async function expectShards(dir: string, planes: number, who: string): Promise<void> {
   const folder = path.join(dir, ARRAY_PATH, "0", "0");
   const names = await fsp.readdir(folder);
   const shards = names.filter((n) => n.endsWith(".h5")).length;
@@ -176,7 +176,7 @@ function planesToVerify(planes: number): number[] {
 }
 
 /** Reads planes back through a fresh h5nest store and compares them with the benchmark's values. */
-async function verifyThroughH5nest(dir: string, planes: number, workers: number | undefined, who: string): Promise<void> {
+export async function verifyThroughH5nest(dir: string, planes: number, workers: number | undefined, who: string): Promise<void> {
   const reader = await H5NestedStore.open(dir, workers ? { workers } : {});
   try {
     const array = (await zarr.open.v2(zarr.root(reader).resolve(ARRAY_PATH), { kind: "array" })) as zarr.Array<"uint16", zarr.Readable>;
@@ -446,7 +446,7 @@ export interface ConsolidateReport {
   rebuilt: string | null;
 }
 
-async function freeBytes(dir: string): Promise<number> {
+export async function freeBytes(dir: string): Promise<number> {
   const s = await fsp.statfs(dir);
   return s.bavail * s.bsize;
 }

@@ -7,6 +7,7 @@
 import os from "node:os";
 import { parseArgs } from "./args.js";
 import { type ConsolidateReport, consolidateFailed, renderConsolidate, runConsolidateBench } from "./consolidate.js";
+import { renderSharedConsolidate, runSharedConsolidateBench, sharedConsolidateFailed, type SharedReport } from "./consolidate-shared.js";
 import { type DistributedOutcome, distributedFailed, renderDistributed, runDistributedBench } from "./distributed.js";
 import { type LeaseOutcome, leasesFailed, renderLeases, runLeaseBench } from "./leases.js";
 import { renderMemory, runMemoryBench, type MemoryOutcome } from "./memory.js";
@@ -92,10 +93,10 @@ async function main(): Promise<number> {
   process.once("SIGINT", cleanup);
   process.once("SIGTERM", cleanup);
   try {
-    const json: { main?: MainReport; memory?: MemoryOutcome; distributed?: DistributedOutcome; leases?: LeaseOutcome; consolidate?: ConsolidateReport; store?: StoreReport; serve?: ServeReport } = {};
+    const json: { main?: MainReport; memory?: MemoryOutcome; distributed?: DistributedOutcome; leases?: LeaseOutcome; consolidate?: ConsolidateReport; consolidateShared?: SharedReport; store?: StoreReport; serve?: ServeReport } = {};
     const texts: string[] = [];
     let failed = false;
-    const defaultRun = !args.memory && !args.distributed && !args.leases && !args.consolidate && !args.store && !args.serve;
+    const defaultRun = !args.memory && !args.distributed && !args.leases && !args.consolidate && !args.consolidateShared && !args.store && !args.serve;
     if (defaultRun || args.withMain) {
       const main = await runMain(args, temp);
       json.main = main.report;
@@ -112,6 +113,18 @@ async function main(): Promise<number> {
       } catch (error) {
         failed = true;
         texts.push(`*** FAILED consolidate benchmark: ${error instanceof Error ? error.message : String(error)} ***`);
+      }
+    }
+    if (args.consolidateShared) {
+      const workers = args.workers ?? 1;
+      log(`shared consolidate benchmark: ${args.sharedShards} shards x 256 chunks, 1/2/4 processes x ${workers} workers, ${args.rounds} rounds ...`);
+      try {
+        json.consolidateShared = await runSharedConsolidateBench(temp, { shards: args.sharedShards, rounds: args.rounds, workers, fsConcurrency: args.fsConcurrency });
+        texts.push(renderSharedConsolidate(json.consolidateShared));
+        failed ||= sharedConsolidateFailed(json.consolidateShared);
+      } catch (error) {
+        failed = true;
+        texts.push(`*** FAILED shared consolidate benchmark: ${error instanceof Error ? error.message : String(error)} ***`);
       }
     }
     if (args.store || (defaultRun && !args.noStore)) {
