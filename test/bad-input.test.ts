@@ -579,6 +579,7 @@ describe("(e) public API", () => {
       "LeaseNamespaceError",
       "LeaseRefusedError",
       "ListenFailedError",
+      "LockRequiredError",
       "LockUnavailableError",
       "MAX_DATASET_BYTES",
       "NotAStoreError",
@@ -620,6 +621,7 @@ describe("(e) public API", () => {
       [new api.StoreIdentityError("/s/.h5nest/store.json", "d"), "StoreIdentityError", "H5NEST_STORE_IDENTITY"],
       [new api.LeaseRefusedError("/s", "d"), "LeaseRefusedError", "H5NEST_LEASE_REFUSED"],
       [new api.LeaseNamespaceError("/s", "d"), "LeaseNamespaceError", "H5NEST_LEASE_NAMESPACE"],
+      [new api.LockRequiredError("/s", "consolidate"), "LockRequiredError", "H5NEST_LOCK_REQUIRED"],
     ];
     for (const [error, name, code] of cases) {
       assert.ok(error instanceof Error, name);
