@@ -332,7 +332,7 @@ async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolea
   }
 }
 
-/** A Redis call that fails with LockUnavailableError when Redis does not answer within two terms. */
+/** A Redis call that fails with LockUnavailableError when it fails or Redis does not answer within two terms. */
 async function bounded<T>(options: SharedJobOptions, work: Promise<T>, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const limit = Math.max(5000, 2 * options.termMs);
@@ -341,6 +341,10 @@ async function bounded<T>(options: SharedJobOptions, work: Promise<T>, what: str
   });
   try {
     return await Promise.race([work, timeout]);
+  } catch (error) {
+    // Whatever ioredis or BullMQ threw ("Connection is closed."), the caller sees one typed error.
+    if (error instanceof LockUnavailableError) throw error;
+    throw new LockUnavailableError(options.url, `${what}: ${error instanceof Error ? error.message : String(error)}`);
   } finally {
     clearTimeout(timer);
   }

@@ -67,7 +67,9 @@ export class H5NestedStore {
     this.arrays = new ArrayCatalog(this.root);
     this.writer = new ShardWriter(this.root, this.layout, this.pool, this.arrays, this.options);
     this.scheduler = new ShardScheduler<WriteOp>({
-      concurrency: options.workers,
+      // With leases a batch also waits on lock round trips (acquire, release): one more batch
+      // a worker keeps the threads busy meanwhile (piscina queues what it cannot start).
+      concurrency: options.distributedLock ? 2 * options.workers : options.workers,
       maxPendingBytes: options.maxPendingBytes,
       maxBatchBytes: Math.max(1, Math.min(options.maxPendingBytes, 256 * 1024 * 1024)),
       execute: (owner, ops, grant) => {
