@@ -12,6 +12,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import * as zarr from "zarrita";
+import { SharedJob, type Task, type TaskContext } from "@h5nest/coordinator";
 import { createV2Array, H5NestedStore } from "h5nest";
 import { CLI, describeRun, h5nest } from "./helpers/cli.js";
 import { requireRedis, startRedis } from "./helpers/redis.js";
@@ -245,4 +246,36 @@ test("Ctrl-C stops a shared consolidation after its shards in flight; the next p
   assert.equal(finished.job.chunks, expected.size);
   assert.deepEqual(await leftovers(root), []);
   await assertEveryChunk(root, expected);
+});
+
+test("a shared job whose listings wait for room (many shards waiting) still ends: shard tasks have slots of their own", { timeout: 120_000 }, async (t) => {
+  if (!requireRedis(t)) return;
+  const redis = await startRedis(t);
+  const options = { url: redis.url, namespace: "room", kind: "consolidate", termMs: LEASE_MS, concurrency: 1, maxWaiting: 5 };
+  // Two processes' worth of jobs in one (one slot each): each listing finds 40 shards, far more than may wait.
+  const jobs = [await SharedJob.join(options, { type: "scan", path: "" }), await SharedJob.join(options, { type: "scan", path: "" })];
+  t.after(() => Promise.all(jobs.map((job) => job.close())));
+  assert.equal(jobs[1]!.runId, jobs[0]!.runId, "the second joins the first's run");
+  const done = new Map<string, number>();
+  const handle = async (task: Task, context: TaskContext) => {
+    if (task.type === "scan") {
+      // Four listings: once the first has added its shards, the others wait for room, as many as there are slots.
+      if (task.path === "") await context.add(["a", "b", "c", "d"].map((name) => ({ type: "scan" as const, path: name })));
+      else await context.add(Array.from({ length: 40 }, (_, i) => ({ type: "work" as const, path: `${task.path}/${i}` })));
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    done.set(task.path, (done.get(task.path) ?? 0) + 1);
+  };
+  const ended = await Promise.race([
+    Promise.all(jobs.map((job) => job.run(handle))).then(() => true),
+    new Promise<false>((resolve) => setTimeout(() => resolve(false), 60_000)),
+  ]);
+  assert.ok(ended, "the job did not end: listings waiting for room held every slot");
+  assert.equal(done.size, 160);
+  assert.ok([...done.values()].every((n) => n === 1), "a shard task ran twice");
+  const progress = await jobs[0]!.progress();
+  assert.equal(progress.tasksFound, 160);
+  assert.equal(progress.tasksDone, 160);
+  assert.equal(progress.foldersScanned, 5);
 });

@@ -1,17 +1,19 @@
 /**
  * One maintenance job (consolidate, compact) shared by every process that
- * runs it on one store through one Redis. The work is a BullMQ queue of
- * tasks (a folder to list, a shard to fold): each process takes tasks as it
+ * runs it on one store through one Redis. The work is two BullMQ queues of
+ * tasks: folders to list, and shards to fold. Each process takes tasks as it
  * has room, so nobody waits while unclaimed work remains, and each folder is
- * listed by one process (the walk is split too). A process that dies leaves
+ * listed by one process (the walk is split too). Listing waits while many
+ * shards wait (Redis memory stays bounded); the shard tasks have slots of
+ * their own, so a listing that waits never holds up the work that makes room. A process that dies leaves
  * its tasks to the others: BullMQ moves a task whose lock was not renewed
  * for a term back to the queue (its stall check).
  *
  * A job is a "run": `h5nest:<store id>:job:<kind>` names the run in
- * progress. The first process creates it (a queue holding the root task,
- * then SET NX), later ones join it. The run is over when its queue holds no
+ * progress. The first process creates it (queues holding the root task,
+ * then SET NX), later ones join it. The run is over when its queues hold no
  * task waiting or in progress; whoever sees that first ends it (compare and
- * delete) and removes its queue. A process arriving after that starts a new
+ * delete) and removes its queues. A process arriving after that starts a new
  * run, so a job started again later walks the store again. Progress
  * counters live in a Redis hash per run, kept an hour after it ends.
  */
@@ -50,8 +52,10 @@ export interface SharedJobOptions {
   kind: string;
   /** A task held by a process that stopped renewing it goes back to the queue after about this long (and one stall check). */
   termMs: number;
-  /** Tasks in progress at once in this process. */
+  /** Shard tasks in progress at once in this process. */
   concurrency: number;
+  /** Shard tasks waiting above which listing waits (default 20,000): bounds the run's memory in Redis. */
+  maxWaiting?: number;
 }
 
 export interface TaskContext {
@@ -65,8 +69,11 @@ export interface TaskContext {
 
 export type TaskHandler = (task: Task, context: TaskContext) => Promise<void>;
 
-/** Tasks waiting above which add() waits: Redis holds at most about this many per run (a few hundred bytes each). */
+/** Shard tasks waiting above which listing waits: Redis holds about this many per run at most (a few hundred bytes each). */
 const MAX_WAITING = 20_000;
+/** Folders listed at once by one process (listing is cheap next to folding, and may wait for room). */
+const SCAN_CONCURRENCY = 1;
+const TASK_OPTIONS = { removeOnComplete: true, attempts: 1000, backoff: { type: "fixed", delay: 1000 } } as const;
 const ADD_BATCH = 500;
 const RUN_KEEP_S = 3600;
 
@@ -78,7 +85,8 @@ export class SharedJob {
   readonly owner = `${os.hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
   /** True when this process created the run. */
   readonly created: boolean;
-  private readonly queue: Queue;
+  /** Folders to list, and files (shards) to work on. */
+  private readonly queues: Record<Task["type"], Queue>;
   private readonly counters: Redis;
   private readonly progressKey: string;
   private pendingCounts = new Map<string, number>();
@@ -89,11 +97,11 @@ export class SharedJob {
     private readonly connection: Redis,
     runId: string,
     created: boolean,
-    queue: Queue,
+    queues: Record<Task["type"], Queue>,
   ) {
     this.runId = runId;
     this.created = created;
-    this.queue = queue;
+    this.queues = queues;
     this.counters = connection;
     this.progressKey = `h5nest:${options.namespace}:job:${options.kind}:${runId}:progress`;
   }
@@ -102,13 +110,16 @@ export class SharedJob {
     return `h5nest:${options.namespace}:job:${options.kind}`;
   }
 
-  private static queueOf(options: SharedJobOptions, runId: string, connection: Redis): Queue {
-    // BullMQ refuses ':' in queue names; the store id and run id are hex.
-    const queue = new Queue(`${options.kind}-${options.namespace}-${runId}`, { connection, prefix: "h5nest" });
-    queue.on("error", () => {
-      // Connection trouble, reported by the bounded calls (BullMQ would print it).
-    });
-    return queue;
+  private static queuesOf(options: SharedJobOptions, runId: string, connection: Redis): Record<Task["type"], Queue> {
+    const queue = (type: Task["type"]) => {
+      // BullMQ refuses ':' in queue names; the store id and run id are hex.
+      const made = new Queue(`${options.kind}-${type}-${options.namespace}-${runId}`, { connection, prefix: "h5nest" });
+      made.on("error", () => {
+        // Connection trouble, reported by the bounded calls (BullMQ would print it).
+      });
+      return made;
+    };
+    return { scan: queue("scan"), work: queue("work") };
   }
 
   /** Joins the run in progress for this store and kind, or starts one whose first task is `root`. */
@@ -132,23 +143,22 @@ export class SharedJob {
       for (let attempt = 0; ; attempt++) {
         const current = await bounded(options, connection.get(runKey), "read the job");
         if (current) {
-          const queue = SharedJob.queueOf(options, current, connection);
-          const job = new SharedJob(options, connection, current, false, queue);
-          // A run whose queue is empty has ended (its last process may have died before saying so): end it, start anew.
+          const job = new SharedJob(options, connection, current, false, SharedJob.queuesOf(options, current, connection));
+          // A run whose queues are empty has ended (its last process may have died before saying so): end it, start anew.
           if ((await job.remaining()) > 0) return await job.register();
           await job.end();
-          await queue.close();
+          await job.closeQueues();
           if (attempt > 5) throw new LockUnavailableError(options.url, "could not start or join a job");
           continue;
         }
-        // Create a queue holding the root task first, then name it: a run is never seen empty.
+        // Create the queues holding the root task first, then name them: a run is never seen empty.
         const runId = randomBytes(8).toString("hex");
-        const queue = SharedJob.queueOf(options, runId, connection);
-        await bounded(options, queue.add("task", root, { jobId: taskId(root), removeOnComplete: true, attempts: 1000, backoff: { type: "fixed", delay: 1000 } }), "add");
+        const job = new SharedJob(options, connection, runId, true, SharedJob.queuesOf(options, runId, connection));
+        await bounded(options, job.queues[root.type].add("task", root, { jobId: taskId(root), ...TASK_OPTIONS }), "add");
         const named = await bounded(options, connection.set(runKey, runId, "NX"), "start the job");
-        if (named === "OK") return await new SharedJob(options, connection, runId, true, queue).register();
-        await queue.obliterate({ force: true }).catch(() => {});
-        await queue.close();
+        if (named === "OK") return await job.register();
+        await Promise.all(Object.values(job.queues).map((queue) => queue.obliterate({ force: true }).catch(() => {})));
+        await job.closeQueues();
       }
     } catch (error) {
       connection.disconnect();
@@ -168,8 +178,14 @@ export class SharedJob {
 
   /** Tasks waiting or in progress (including ones a dead process held, until the stall check requeues them). */
   async remaining(): Promise<number> {
-    const counts = await bounded(this.options, this.queue.getJobCounts("active", "waiting", "delayed", "prioritized", "waiting-children"), "count tasks");
-    return Object.values(counts).reduce((sum, n) => sum + n, 0);
+    let sum = 0;
+    // Listings first: only a listing adds tasks, and it adds them before it completes. So
+    // when no listing is left, every shard task is already in the work queue counted next.
+    for (const queue of [this.queues.scan, this.queues.work]) {
+      const counts = await bounded(this.options, queue.getJobCounts("active", "waiting", "delayed", "prioritized", "waiting-children"), "count tasks");
+      sum += Object.values(counts).reduce((total, n) => total + n, 0);
+    }
+    return sum;
   }
 
   /**
@@ -179,38 +195,38 @@ export class SharedJob {
    */
   async run(handler: TaskHandler, signal?: AbortSignal): Promise<void> {
     let failure: unknown = null;
-    const worker = new Worker(
-      this.queue.name,
-      async (job: Job) => {
-        const task = job.data as Task;
-        if (failure !== null || signal?.aborted) throw new Error("this process is stopping"); // back to the queue
-        const context: TaskContext = {
-          add: (tasks) => this.add(tasks),
-          count: (figures) => this.count(figures),
-          retried: job.attemptsStarted > 1 || job.stalledCounter > 0,
-        };
-        try {
-          await handler(task, context);
-        } catch (error) {
-          failure ??= error;
-          throw error;
-        }
-        this.count(task.type === "scan" ? { foldersScanned: 1 } : { tasksDone: 1 });
-      },
-      {
+    const processTask = async (job: Job) => {
+      const task = job.data as Task;
+      if (failure !== null || signal?.aborted) throw new Error("this process is stopping"); // back to the queue
+      const context: TaskContext = {
+        add: (tasks) => this.add(tasks),
+        count: (figures) => this.count(figures),
+        retried: job.attemptsStarted > 1 || job.stalledCounter > 0,
+      };
+      try {
+        await handler(task, context);
+      } catch (error) {
+        failure ??= error;
+        throw error;
+      }
+      this.count(task.type === "scan" ? { foldersScanned: 1 } : { tasksDone: 1 });
+    };
+    const workers = (["scan", "work"] as const).map((type) => {
+      const worker = new Worker(this.queues[type].name, processTask, {
         connection: this.counters,
         prefix: "h5nest",
-        concurrency: this.options.concurrency,
+        concurrency: type === "scan" ? SCAN_CONCURRENCY : this.options.concurrency,
         lockDuration: this.options.termMs,
         stalledInterval: this.options.termMs,
         // A task a dead process held goes back to the queue however often processes die.
         maxStalledCount: 1000,
         drainDelay: 1,
         autorun: true,
-      },
-    );
-    worker.on("error", () => {
-      // Connection trouble: the checks below bound how long we wait for Redis.
+      });
+      worker.on("error", () => {
+        // Connection trouble: the checks below bound how long we wait for Redis.
+      });
+      return worker;
     });
     const stopping = () => failure !== null || (signal?.aborted ?? false);
     try {
@@ -225,33 +241,27 @@ export class SharedJob {
       // Tasks in progress finish; those not started stay queued for the others. Every step is
       // bounded: with Redis gone, BullMQ would wait for it forever. (A forced close after a
       // graceful one would not help: BullMQ keeps the first close's promise.)
-      await settlesWithin(worker.pause(false), this.limitMs());
-      await settlesWithin(worker.close(true), this.limitMs());
+      await settlesWithin(Promise.all(workers.map((worker) => worker.pause(false))), this.limitMs());
+      await settlesWithin(Promise.all(workers.map((worker) => worker.close(true))), this.limitMs());
       await this.flushCounts().catch((error: unknown) => void (failure ??= error));
     }
     if (failure !== null) throw failure;
-    // An empty queue is a finished run, even when this process was asked to stop meanwhile.
+    // Empty queues are a finished run, even when this process was asked to stop meanwhile.
     if ((await this.remaining()) === 0) await this.end();
   }
 
   private async add(tasks: Task[]): Promise<void> {
     for (let start = 0; start < tasks.length; start += ADD_BATCH) {
-      while ((await bounded(this.options, this.queue.getWaitingCount(), "count tasks")) > MAX_WAITING) await sleep(200);
       const batch = tasks.slice(start, start + ADD_BATCH);
-      const found = batch.filter((task) => task.type === "work").length;
-      await bounded(
-        this.options,
-        this.queue.addBulk(
-          batch.map((task) => ({
-            name: "task",
-            data: task,
-            // The same task twice while one waits is one task (a folder listed again after a process died).
-            opts: { jobId: taskId(task), removeOnComplete: true, attempts: 1000, backoff: { type: "fixed", delay: 1000 } },
-          })),
-        ),
-        "add tasks",
-      );
-      if (found > 0) this.count({ tasksFound: found });
+      for (const type of ["scan", "work"] as const) {
+        const some = batch.filter((task) => task.type === type);
+        if (some.length === 0) continue;
+        // Only shard tasks wait for room: their own slots drain them, whatever the listings do.
+        if (type === "work") while ((await bounded(this.options, this.queues.work.getWaitingCount(), "count tasks")) > (this.options.maxWaiting ?? MAX_WAITING)) await sleep(200);
+        // The same task twice while one waits is one task (a folder listed again after a process died).
+        await bounded(this.options, this.queues[type].addBulk(some.map((task) => ({ name: "task", data: task, opts: { jobId: taskId(task), ...TASK_OPTIONS } }))), "add tasks");
+        if (type === "work") this.count({ tasksFound: some.length });
+      }
     }
   }
 
@@ -297,11 +307,13 @@ export class SharedJob {
     return shares;
   }
 
-  /** Ends the run if it is still current; its queue goes, its counters stay an hour. */
+  /** Ends the run if it is still current; its queues go, its counters stay an hour. */
   private async end(): Promise<void> {
     const ended = await bounded(this.options, this.counters.eval(END_RUN, 1, SharedJob.runKey(this.options), this.runId), "end the job");
     await bounded(this.options, this.counters.expire(this.progressKey, RUN_KEEP_S), "end the job");
-    if (ended === 1) await bounded(this.options, this.queue.obliterate({ force: true }), "remove the queue").catch(() => {});
+    if (ended === 1) {
+      for (const queue of Object.values(this.queues)) await bounded(this.options, queue.obliterate({ force: true }), "remove the queue").catch(() => {});
+    }
   }
 
   /** How long any Redis step may take before the job counts Redis as gone. */
@@ -309,9 +321,13 @@ export class SharedJob {
     return Math.max(5000, 2 * this.options.termMs);
   }
 
+  private async closeQueues(): Promise<void> {
+    await settlesWithin(Promise.all(Object.values(this.queues).map((queue) => queue.close())), this.limitMs());
+  }
+
   async close(): Promise<void> {
     await this.flushCounts().catch(() => {});
-    await settlesWithin(this.queue.close(), this.limitMs());
+    await this.closeQueues();
     this.counters.disconnect();
   }
 }
