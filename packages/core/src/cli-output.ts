@@ -96,6 +96,39 @@ export function createConsolidateView(json: boolean, shared: boolean): Consolida
   };
 }
 
+/**
+ * compact on a terminal: a live line of shards rewritten and bytes reclaimed
+ * (shards left alone are not reported one by one), and with a job shared
+ * through Redis a bar of the whole job (shards checked of those found).
+ */
+export function createCompactView(json: boolean, shared: boolean) {
+  const live = !json && Boolean(process.stderr.isTTY);
+  const multi = live
+    ? new cliProgress.MultiBar({ stream: process.stderr, hideCursor: true, clearOnComplete: false }, cliProgress.Presets.shades_classic)
+    : null;
+  const jobBar = multi && shared ? multi.create(1, 0, { mb: "0.0", processes: 0, remaining: 0 }, { format: "whole job    {bar} {value}/{total} shards checked | {mb} MiB reclaimed | {processes} processes | {remaining} tasks left" }) : null;
+  const bar = multi ? multi.create(0, 0, { mb: "0.0" }, { format: `${shared ? "this process" : "compacting"} {value} shards rewritten | {mb} MiB reclaimed` }) : null;
+  let rewritten = 0;
+  let reclaimed = 0;
+  let latestJob: JobProgress | null = null;
+  return {
+    shard(progress: { shard: string; before: number; after: number }) {
+      rewritten += 1;
+      reclaimed += progress.before - progress.after;
+      if (json) console.log(JSON.stringify({ event: "shard", ...progress, ...(shared ? { job: latestJob } : {}) }));
+      bar?.update(rewritten, { mb: (reclaimed / 2 ** 20).toFixed(1) });
+    },
+    job(progress: JobProgress) {
+      latestJob = progress;
+      jobBar?.setTotal(Math.max(progress.tasksFound, 1));
+      jobBar?.update(progress.tasksDone, { mb: (progress.bytes / 2 ** 20).toFixed(1), processes: progress.processes, remaining: progress.remaining });
+    },
+    stop() {
+      multi?.stop();
+    },
+  };
+}
+
 export function printInfo(dir: string, info: StoreInfo): void {
   console.log(`store ${dir}`);
   for (const array of info.arrays) {

@@ -3,7 +3,6 @@
  * The h5nest command line: consolidate, compact, info, verify, ls, refs, serve, demo.
  * Exit codes: 0 done, 1 errors (named on stderr), 2 bad usage, 130 interrupted.
  */
-import type { JobProgress } from "@h5nest/coordinator";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
@@ -14,7 +13,7 @@ import fs from "node:fs/promises";
 import { InvalidOptionError, NotAStoreError } from "./errors.js";
 import { type H5NestedStoreOptions, resolveOptions } from "./options.js";
 import { H5NestedStore } from "./store.js";
-import { createConsolidateView, formatBytes, printInfo } from "./cli-output.js";
+import { createCompactView, createConsolidateView, formatBytes, printInfo } from "./cli-output.js";
 import { writeRefs } from "./refs.js";
 import { serveStore } from "./serve.js";
 
@@ -151,15 +150,10 @@ storeOptions(
   const store = await openStore(dir, flags);
   const controller = interruptible(flags.json ?? false);
   try {
-    let job: JobProgress | null = null; // the whole job's figures, when shared through Redis
-    const summary = await store.compact({
-      minWaste: flags.minWaste,
-      signal: controller.signal,
-      onProgress: (p) => {
-        if (flags.json) console.log(JSON.stringify({ event: "shard", ...p, ...(flags.redis ? { job } : {}) }));
-      },
-      onJobProgress: (progress) => void (job = progress),
-    });
+    const view = createCompactView(flags.json ?? false, Boolean(flags.redis));
+    const summary = await store
+      .compact({ minWaste: flags.minWaste, signal: controller.signal, onProgress: (p) => view.shard(p), onJobProgress: (job) => view.job(job) })
+      .finally(() => view.stop());
     const reclaimed = summary.bytesBefore - summary.bytesAfter;
     if (flags.json) console.log(JSON.stringify({ event: "summary", ...summary, fatal: summary.fatal?.message ?? null, reclaimedBytes: reclaimed }));
     else {
