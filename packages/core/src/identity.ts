@@ -21,6 +21,7 @@
  * records nothing, so that its tree stays NestedDirectoryStore's.
  */
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { StoreIdentityError } from "./errors.js";
@@ -75,7 +76,8 @@ export async function readStoreIdentity(root: string): Promise<StoreIdentity | n
   for (let attempt = 0; ; attempt++) {
     let text: string;
     try {
-      text = await fs.readFile(file, "utf8");
+      // Synchronous: a few hundred bytes, read once at open; async readFile costs four thread-pool hops.
+      text = readFileSync(file, "utf8");
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === "ENOENT") return null;

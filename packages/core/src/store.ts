@@ -5,6 +5,7 @@
  * writes that wait for a shard into its next commit.
  */
 import { randomBytes } from "node:crypto";
+import { statSync } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { invalidShardName, type LeaseProvider, leaseServerLive, LocalLeaseProvider, RedisLeaseProvider, ShardScheduler } from "@h5nest/coordinator";
@@ -90,7 +91,7 @@ export class H5NestedStore {
     if (typeof dir !== "string" || dir.length === 0) throw new NotAStoreError(String(dir), "the store path must be a non-empty string");
     if (dir.includes("\0")) throw new NotAStoreError(dir, "the store path holds a NUL byte");
     const resolved = resolveOptions(options);
-    const existing = await statOrNull(dir);
+    const existing = statSync(dir, { throwIfNoEntry: false }); // once an open: a thread-pool hop costs more
     if (existing && !existing.isDirectory()) throw new NotAStoreError(dir, "it is not a folder");
     if (!existing) await fs.mkdir(dir, { recursive: true });
     const root = path.resolve(dir);

@@ -1066,6 +1066,23 @@ function compareNames(a: Uint8Array, b: Uint8Array): number {
   return a.length - b.length;
 }
 
+/**
+ * compareNames(name, heapBytes(heap, offset, what)), with the same checks,
+ * without a view per comparison: a lookup replay makes thousands of them.
+ */
+function compareWithHeap(name: Uint8Array, heap: Uint8Array, offset: number, what: string): number {
+  if (offset >= heap.length) throw new Damage(`${what} lies outside the local heap`);
+  const end = heap.indexOf(0, offset);
+  if (end < 0) throw new Damage(`${what} is not terminated`);
+  const length = end - offset;
+  const n = Math.min(name.length, length);
+  for (let i = 0; i < n; i++) {
+    const difference = name[i]! - heap[offset + i]!;
+    if (difference !== 0) return difference;
+  }
+  return name.length - length;
+}
+
 /** The NUL-terminated bytes at `offset` of a local heap's data (H5HL_offset_into fails beyond it). */
 function heapBytes(heap: Uint8Array, offset: number, what: string): Uint8Array {
   if (offset >= heap.length) throw new Damage(`${what} lies outside the local heap`);
@@ -1109,8 +1126,8 @@ function findSymbol(root: number, name: Uint8Array, nodes: Map<number, GroupNode
     let idx = 0;
     while (lt < rt && cmp) {
       idx = (lt + rt) >> 1;
-      if (compareNames(name, heapBytes(heap, node.keys[idx]!, "group B-tree key")) <= 0) cmp = -1;
-      else cmp = compareNames(name, heapBytes(heap, node.keys[idx + 1]!, "group B-tree key")) > 0 ? 1 : 0;
+      if (compareWithHeap(name, heap, node.keys[idx]!, "group B-tree key") <= 0) cmp = -1;
+      else cmp = compareWithHeap(name, heap, node.keys[idx + 1]!, "group B-tree key") > 0 ? 1 : 0;
       if (cmp < 0) rt = idx;
       else lt = idx + 1;
     }
@@ -1127,7 +1144,7 @@ function findSymbol(root: number, name: Uint8Array, nodes: Map<number, GroupNode
     idx = 0;
     while (lo < hi && cmp) {
       idx = (lo + hi) >> 1;
-      cmp = compareNames(name, heapBytes(heap, entries[idx]!.nameOffset, "symbol name"));
+      cmp = compareWithHeap(name, heap, entries[idx]!.nameOffset, "symbol name");
       if (cmp < 0) hi = idx;
       else lo = idx + 1;
     }
