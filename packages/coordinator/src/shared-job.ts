@@ -20,7 +20,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import os from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type Job, Queue, Worker } from "bullmq";
+import type { Job, Queue } from "bullmq";
 import { Redis } from "ioredis";
 import { LockUnavailableError } from "./lease.js";
 
@@ -77,6 +77,14 @@ const TASK_OPTIONS = { removeOnComplete: true, attempts: 1000, backoff: { type: 
 const ADD_BATCH = 500;
 const RUN_KEEP_S = 3600;
 
+type BullMQ = typeof import("bullmq");
+let loaded: Promise<BullMQ> | null = null;
+/** BullMQ is loaded on the first shared job only: it costs 100-150 ms, which every other use of h5nest would pay. */
+function bullmq(): Promise<BullMQ> {
+  loaded ??= import("bullmq");
+  return loaded;
+}
+
 /** Ends a run if it is still the one named: KEYS run key, ARGV run id. */
 const END_RUN = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end`;
 
@@ -110,10 +118,10 @@ export class SharedJob {
     return `h5nest:${options.namespace}:job:${options.kind}`;
   }
 
-  private static queuesOf(options: SharedJobOptions, runId: string, connection: Redis): Record<Task["type"], Queue> {
+  private static queuesOf(bull: BullMQ, options: SharedJobOptions, runId: string, connection: Redis): Record<Task["type"], Queue> {
     const queue = (type: Task["type"]) => {
       // BullMQ refuses ':' in queue names; the store id and run id are hex.
-      const made = new Queue(`${options.kind}-${type}-${options.namespace}-${runId}`, { connection, prefix: "h5nest" });
+      const made = new bull.Queue(`${options.kind}-${type}-${options.namespace}-${runId}`, { connection, prefix: "h5nest" });
       made.on("error", () => {
         // Connection trouble, reported by the bounded calls (BullMQ would print it).
       });
@@ -138,12 +146,13 @@ export class SharedJob {
       // Reported through failing or timed-out commands.
     });
     try {
+      const bull = await bullmq();
       await bounded(options, connection.connect(), "connect");
       const runKey = SharedJob.runKey(options);
       for (let attempt = 0; ; attempt++) {
         const current = await bounded(options, connection.get(runKey), "read the job");
         if (current) {
-          const job = new SharedJob(options, connection, current, false, SharedJob.queuesOf(options, current, connection));
+          const job = new SharedJob(options, connection, current, false, SharedJob.queuesOf(bull, options, current, connection));
           // A run whose queues are empty has ended (its last process may have died before saying so): end it, start anew.
           if ((await job.remaining()) > 0) return await job.register();
           await job.end();
@@ -153,7 +162,7 @@ export class SharedJob {
         }
         // Create the queues holding the root task first, then name them: a run is never seen empty.
         const runId = randomBytes(8).toString("hex");
-        const job = new SharedJob(options, connection, runId, true, SharedJob.queuesOf(options, runId, connection));
+        const job = new SharedJob(options, connection, runId, true, SharedJob.queuesOf(bull, options, runId, connection));
         await bounded(options, job.queues[root.type].add("task", root, { jobId: taskId(root), ...TASK_OPTIONS }), "add");
         const named = await bounded(options, connection.set(runKey, runId, "NX"), "start the job");
         if (named === "OK") return await job.register();
@@ -194,6 +203,7 @@ export class SharedJob {
    * this process stops taking tasks and rethrows).
    */
   async run(handler: TaskHandler, signal?: AbortSignal): Promise<void> {
+    const bull = await bullmq();
     let failure: unknown = null;
     const processTask = async (job: Job) => {
       const task = job.data as Task;
@@ -212,7 +222,7 @@ export class SharedJob {
       this.count(task.type === "scan" ? { foldersScanned: 1 } : { tasksDone: 1 });
     };
     const workers = (["scan", "work"] as const).map((type) => {
-      const worker = new Worker(this.queues[type].name, processTask, {
+      const worker = new bull.Worker(this.queues[type].name, processTask, {
         connection: this.counters,
         prefix: "h5nest",
         concurrency: type === "scan" ? SCAN_CONCURRENCY : this.options.concurrency,
