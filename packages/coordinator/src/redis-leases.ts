@@ -22,7 +22,7 @@
 import { randomBytes } from "node:crypto";
 import os from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import { invalidShardName, MAX_TERM_MS, MIN_TERM_MS } from "./frames.js";
 import { deadlineAfter, type Lease, LeaseLostError, type LeaseProvider, LeaseRefusedError, LockUnavailableError, now } from "./lease.js";
 
@@ -82,16 +82,13 @@ export class RedisLeaseProvider implements LeaseProvider {
   private toldUntil = 0;
   private closed = false;
 
-  private constructor(options: RedisLeaseOptions) {
-    if (!Number.isInteger(options.termMs) || options.termMs < MIN_TERM_MS || options.termMs > MAX_TERM_MS) {
-      throw new RangeError(`termMs must be an integer from ${MIN_TERM_MS} to ${MAX_TERM_MS}, got ${options.termMs}`);
-    }
+  private constructor(options: RedisLeaseOptions, RedisClient: typeof Redis) {
     this.termMs = options.termMs;
     this.acquireTimeoutMs = options.acquireTimeoutMs ?? Math.max(120_000, 4 * options.termMs + 30_000);
     this.namespace = options.namespace;
     this.url = options.url;
     this.onNotice = options.onNotice ?? null;
-    this.redis = new Redis(options.url, {
+    this.redis = new RedisClient(options.url, {
       // Fail at once while disconnected instead of queueing, and never wait
       // on a silent server longer than a third of a term.
       enableOfflineQueue: false,
@@ -107,7 +104,12 @@ export class RedisLeaseProvider implements LeaseProvider {
   }
 
   static async open(options: RedisLeaseOptions): Promise<RedisLeaseProvider> {
-    const provider = new RedisLeaseProvider(options);
+    if (!Number.isInteger(options.termMs) || options.termMs < MIN_TERM_MS || options.termMs > MAX_TERM_MS) {
+      throw new RangeError(`termMs must be an integer from ${MIN_TERM_MS} to ${MAX_TERM_MS}, got ${options.termMs}`);
+    }
+    // ioredis is loaded by the first Redis user only: it costs every other use of h5nest about 80 ms.
+    const { Redis: RedisClient } = await import("ioredis");
+    const provider = new RedisLeaseProvider(options, RedisClient);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error("no answer within 5 s")), 5000);

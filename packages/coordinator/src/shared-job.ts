@@ -21,7 +21,7 @@ import { createHash, randomBytes } from "node:crypto";
 import os from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Job, Queue } from "bullmq";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import { LockUnavailableError } from "./lease.js";
 
 /** A unit of work: list a folder ("scan") or work on one file ("work"), by its path in the store. */
@@ -136,7 +136,8 @@ export class SharedJob {
     // this connection for its blocking reads: reconnecting stops after the bounded wait, so
     // that a Redis gone for good lets every connection, timer and queued command end.
     const giveUpAfter = Math.max(5000, 2 * options.termMs);
-    const connection = new Redis(options.url, {
+    const { Redis: RedisClient } = await import("ioredis");
+    const connection = new RedisClient(options.url, {
       maxRetriesPerRequest: null,
       lazyConnect: true,
       connectTimeout: 5000,
