@@ -19,7 +19,7 @@ import { performance } from "node:perf_hooks";
 import { checkChunkEncoding, CLI, expectShards, freeBytes, verifyThroughH5nest, writeRawStore } from "./consolidate.js";
 import { describe, provenance, rebuiltSince } from "./provenance.js";
 import { type BenchRedis, startBenchRedis } from "./redis.js";
-import { pairedRatio, rotate, type Stat, stat } from "./stats.js";
+import { interleavedRounds, pairedRatio, type Stat, stat } from "./stats.js";
 import { formatTable, mib, num, range, ratio } from "./table.js";
 import { ARRAY_PATH, CHUNK_BYTES, CHUNKS_PER_PLANE, type TempRoot } from "./workloads.js";
 
@@ -358,23 +358,16 @@ export async function runSharedConsolidateBench(temp: TempRoot, options: SharedB
     const warm = variants.filter((v) => v.id === BASELINE_ID || v.id === "redis-2");
     log(`shared consolidate: warm-up (not counted): ${warm.map((v) => v.id).join(", ")}`);
     for (const v of warm) await runOnce(v, ctx, true);
-    for (let round = 0; round < options.rounds; round++) {
-      const parts: string[] = [];
-      for (const v of rotate(variants, round)) {
-        try {
-          // Values read back in round 1; every round checks summaries, shares and the files left.
-          const run = await runOnce(v, ctx, round === 0);
-          results.get(v.id)![round] = run;
-          parts.push(`${v.id} ${run.wallMs.toFixed(0)} ms [${run.processes.map((p) => p.chunks).join("/")}]`);
-        } catch (error) {
-          const message = error instanceof Error ? error.message : String(error);
-          results.get(v.id)![round] = message;
-          parts.push(`${v.id} FAILED`);
-          log(`*** shared consolidate ${v.id} failed in round ${round + 1}: ${message}`);
-        }
-      }
-      log(`shared consolidate round ${round + 1}/${options.rounds}: ${parts.join("; ")}`);
-    }
+    const measured = await interleavedRounds(
+      "shared consolidate",
+      variants,
+      options.rounds,
+      // Values read back in round 1; every round checks summaries, shares and the files left.
+      (v, round) => runOnce(v, ctx, round === 0),
+      (run) => `${run.wallMs.toFixed(0)} ms [${run.processes.map((p) => p.chunks).join("/")}]`,
+      log,
+    );
+    for (const [id, list] of measured) results.set(id, list);
   } finally {
     if (!("missing" in redis)) await redis.stop();
   }

@@ -17,7 +17,7 @@ import * as zarr from "zarrita";
 import type { IngestJob } from "./ingest-child.js";
 import { describe, provenance, rebuiltSince } from "./provenance.js";
 import { type BenchRedis, infoField, startBenchRedis } from "./redis.js";
-import { pairedRatio, rotate, type Stat, stat } from "./stats.js";
+import { interleavedRounds, pairedRatio, type Stat, stat } from "./stats.js";
 import { formatTable, mib, num, range, ratio } from "./table.js";
 import { ARRAY_PATH, assertSameValues, type TempRoot, type Workload } from "./workloads.js";
 
@@ -282,22 +282,8 @@ export async function runDistributedBench(
   try {
     log(`distributed ingest: warm-up (not counted): ${BASELINE_ID}`);
     await runOnce(VARIANTS[0]!, ctx);
-    for (let round = 0; round < rounds; round++) {
-      const parts: string[] = [];
-      for (const v of rotate(variants, round)) {
-        try {
-          const run = await runOnce(v, ctx);
-          results.get(v.id)![round] = run;
-          parts.push(`${v.id} ${run.wallMs.toFixed(0)} ms`);
-        } catch (error) {
-          const message = error instanceof Error ? error.message : String(error);
-          results.get(v.id)![round] = message;
-          parts.push(`${v.id} FAILED`);
-          log(`*** ${v.id} failed in round ${round + 1}: ${message}`);
-        }
-      }
-      log(`distributed round ${round + 1}/${rounds}: ${parts.join("; ")}`);
-    }
+    const measured = await interleavedRounds("distributed", variants, rounds, (v) => runOnce(v, ctx), (run) => `${run.wallMs.toFixed(0)} ms`, log);
+    for (const [id, list] of measured) results.set(id, list);
   } finally {
     if (!("missing" in redis)) await redis.stop();
   }

@@ -16,7 +16,7 @@ import { Writer } from "./distributed.js";
 import type { LeaseJob, LeaseResult, LeaseRun } from "./lease-child.js";
 import { describe, provenance, rebuiltSince } from "./provenance.js";
 import { type BenchRedis, infoField, startBenchRedis } from "./redis.js";
-import { pairedRatio, rotate, type Stat, stat } from "./stats.js";
+import { interleavedRounds, pairedRatio, type Stat, stat } from "./stats.js";
 import { formatTable, num, range, ratio } from "./table.js";
 import type { TempRoot } from "./workloads.js";
 
@@ -157,22 +157,8 @@ export async function runLeaseBench(temp: TempRoot, rounds: number, seconds: num
     await Promise.all(children.map((c) => c.line("ready", 60_000)));
     log(`leases: warm-up (not counted): ${VARIANTS.map((v) => v.id).join(", ")}, ${WARM_UP_MS} ms each`);
     for (const v of VARIANTS) await runWindow(v, WARM_UP_MS, children, redis);
-    for (let round = 0; round < rounds; round++) {
-      const parts: string[] = [];
-      for (const v of rotate(VARIANTS, round)) {
-        try {
-          const w = await runWindow(v, seconds * 1000, children, redis);
-          results.get(v.id)![round] = w;
-          parts.push(`${v.id} ${num(w.cycles / (w.ms / 1000))}/s`);
-        } catch (error) {
-          const message = error instanceof Error ? error.message : String(error);
-          results.get(v.id)![round] = message;
-          parts.push(`${v.id} FAILED`);
-          log(`*** ${v.id} failed in round ${round + 1}: ${message}`);
-        }
-      }
-      log(`leases round ${round + 1}/${rounds}: ${parts.join("; ")}`);
-    }
+    const measured = await interleavedRounds("leases", VARIANTS, rounds, (v) => runWindow(v, seconds * 1000, children, redis), (w) => `${num(w.cycles / (w.ms / 1000))}/s`, log);
+    for (const [id, list] of measured) results.set(id, list);
   } finally {
     for (const c of children) if (!c.exited) c.proc.stdin!.end("exit\n");
     const giveUp = setTimeout(() => children.forEach((c) => c.exited || c.proc.kill("SIGKILL")), 10_000);

@@ -36,3 +36,36 @@ export function rotate<T>(items: T[], by: number): T[] {
   const k = by % items.length;
   return [...items.slice(k), ...items.slice(0, k)];
 }
+
+/**
+ * Runs every variant once a round, the order rotated each round (so no
+ * variant always runs first on a cold or busy machine). A failed run is
+ * kept as its message; each round ends with one log line.
+ */
+export async function interleavedRounds<V extends { id: string }, R>(
+  name: string,
+  variants: V[],
+  rounds: number,
+  run: (variant: V, round: number) => Promise<R>,
+  describe: (result: R) => string,
+  log: (line: string) => void,
+): Promise<Map<string, (R | string)[]>> {
+  const results = new Map<string, (R | string)[]>(variants.map((v) => [v.id, []]));
+  for (let round = 0; round < rounds; round++) {
+    const parts: string[] = [];
+    for (const v of rotate(variants, round)) {
+      try {
+        const result = await run(v, round);
+        results.get(v.id)![round] = result;
+        parts.push(`${v.id} ${describe(result)}`);
+      } catch (error) {
+        const message = error instanceof Error ? error.message : String(error);
+        results.get(v.id)![round] = message;
+        parts.push(`${v.id} FAILED`);
+        log(`*** ${name} ${v.id} failed in round ${round + 1}: ${message}`);
+      }
+    }
+    log(`${name} round ${round + 1}/${rounds}: ${parts.join("; ")}`);
+  }
+  return results;
+}
