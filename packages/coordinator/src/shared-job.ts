@@ -91,24 +91,22 @@ const END_RUN = `if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call
 export class SharedJob {
   readonly runId: string;
   readonly owner = `${os.hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
-  /** True when this process created the run. */
-  readonly created: boolean;
   /** Folders to list, and files (shards) to work on. */
   private readonly queues: Record<Task["type"], Queue>;
   private readonly counters: Redis;
   private readonly progressKey: string;
   private pendingCounts = new Map<string, number>();
+  /** The counter flush in progress, and whether another is queued behind it (one at a time, each taking all counts so far). */
   private flushing: Promise<unknown> = Promise.resolve();
+  private flushQueued = false;
 
   private constructor(
     private readonly options: SharedJobOptions,
     private readonly connection: Redis,
     runId: string,
-    created: boolean,
     queues: Record<Task["type"], Queue>,
   ) {
     this.runId = runId;
-    this.created = created;
     this.queues = queues;
     this.counters = connection;
     this.progressKey = `h5nest:${options.namespace}:job:${options.kind}:${runId}:progress`;
@@ -153,7 +151,7 @@ export class SharedJob {
       for (let attempt = 0; ; attempt++) {
         const current = await bounded(options, connection.get(runKey), "read the job");
         if (current) {
-          const job = new SharedJob(options, connection, current, false, SharedJob.queuesOf(bull, options, current, connection));
+          const job = new SharedJob(options, connection, current, SharedJob.queuesOf(bull, options, current, connection));
           // A run whose queues are empty has ended (its last process may have died before saying so): end it, start anew.
           if ((await job.remaining()) > 0) return await job.register();
           await job.end();
@@ -163,7 +161,7 @@ export class SharedJob {
         }
         // Create the queues holding the root task first, then name them: a run is never seen empty.
         const runId = randomBytes(8).toString("hex");
-        const job = new SharedJob(options, connection, runId, true, SharedJob.queuesOf(bull, options, runId, connection));
+        const job = new SharedJob(options, connection, runId, SharedJob.queuesOf(bull, options, runId, connection));
         await bounded(options, job.queues[root.type].add("task", root, { jobId: taskId(root), ...TASK_OPTIONS }), "add");
         const named = await bounded(options, connection.set(runKey, runId, "NX"), "start the job");
         if (named === "OK") return await job.register();
@@ -282,7 +280,14 @@ export class SharedJob {
       this.pendingCounts.set(name, (this.pendingCounts.get(name) ?? 0) + value);
       if (name === "chunks") this.pendingCounts.set(`proc:${this.owner}`, (this.pendingCounts.get(`proc:${this.owner}`) ?? 0) + value);
     }
-    if (this.pendingCounts.size > 0) this.flushing = this.flushing.then(() => this.flushCounts()).catch(() => {});
+    if (this.pendingCounts.size === 0 || this.flushQueued) return;
+    this.flushQueued = true;
+    this.flushing = this.flushing
+      .then(() => {
+        this.flushQueued = false;
+        return this.flushCounts();
+      })
+      .catch(() => {});
   }
 
   /** Sends the counts gathered since the last flush (one MULTI). */

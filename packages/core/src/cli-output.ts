@@ -3,6 +3,10 @@ import type { JobProgress } from "@h5nest/coordinator";
 import cliProgress from "cli-progress";
 import type { ConsolidateProgress, ConsolidateSummary, StoreInfo } from "./maintenance.js";
 
+export function plural(n: number, one: string, many: string): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
 export function formatBytes(bytes: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let value = bytes;
@@ -88,7 +92,7 @@ export function createConsolidateView(json: boolean, shared: boolean): Consolida
       if (job) {
         const share = job.chunks > 0 ? Math.min(100, Math.round((100 * summary.chunks) / job.chunks)) : 0;
         console.log(
-          `whole job (${job.processes} processes): ${job.chunks} chunks (${formatBytes(job.bytes)}), ${job.tasksDone} shards worked on, ` +
+          `whole job (${plural(job.processes, "process", "processes")}): ${job.chunks} chunks (${formatBytes(job.bytes)}), ${job.tasksDone} shards worked on, ` +
             `${job.foldersScanned} folders listed; this process did ${share}%`,
         );
       }

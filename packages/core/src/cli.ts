@@ -13,7 +13,7 @@ import fs from "node:fs/promises";
 import { InvalidOptionError, NotAStoreError } from "./errors.js";
 import { type H5NestedStoreOptions, resolveOptions } from "./options.js";
 import { H5NestedStore } from "./store.js";
-import { createCompactView, createConsolidateView, formatBytes, printInfo } from "./cli-output.js";
+import { createCompactView, createConsolidateView, formatBytes, plural, printInfo } from "./cli-output.js";
 import { writeRefs } from "./refs.js";
 import { serveStore } from "./serve.js";
 
@@ -160,7 +160,7 @@ storeOptions(
       console.log(
         `rewrote ${summary.shardsRewritten} of ${summary.shardsSeen} shards: ${formatBytes(summary.bytesBefore)} -> ${formatBytes(summary.bytesAfter)}, reclaimed ${formatBytes(reclaimed)}`,
       );
-      if (summary.job) console.log(`whole job (${summary.job.processes} processes): ${summary.job.tasksDone} shards checked, ${formatBytes(summary.job.bytes)} reclaimed`);
+      if (summary.job) console.log(`whole job (${plural(summary.job.processes, "process", "processes")}): ${summary.job.tasksDone} shards checked, ${formatBytes(summary.job.bytes)} reclaimed`);
     }
     for (const error of summary.errors) fail(`skipped ${error.file}: ${error.message}`);
     if (summary.fatal) fail(`stopped: ${summary.fatal.message}`);

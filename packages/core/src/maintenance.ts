@@ -95,7 +95,7 @@ async function forEachBounded<T>(items: AsyncIterable<T>, limit: number, stop: (
   await Promise.all(inFlight);
 }
 
-function describeError(file: string, error: unknown): ShardError {
+export function describeError(file: string, error: unknown): ShardError {
   const e = error as { code?: unknown; message?: unknown };
   return { file, code: typeof e.code === "string" ? e.code : "UNKNOWN", message: String(e.message ?? error) };
 }
@@ -151,25 +151,45 @@ function isFatal(error: unknown): boolean {
   return !(error instanceof CorruptShardError);
 }
 
+/** Sweeps a leftover temporary file as its owner, counting it in `summary` once gone (a live one is left alone). */
+export async function sweepInto(store: StoreInternals, file: string, summary: Pick<ConsolidateSummary, "swept" | "errors">): Promise<void> {
+  await store.sweep(file).then(
+    () => void (summary.swept += existsSync(file) ? 0 : 1),
+    (error: unknown) => void summary.errors.push(describeError(file, error)),
+  );
+}
+
+/**
+ * Folds the raw chunk files waiting for `shard` into it, adding to
+ * `summary`. Returns what it moved, or null when there was nothing (an empty
+ * raw folder, or raw files of another owner).
+ */
+export async function foldShard(
+  store: StoreInternals,
+  shard: string,
+  summary: ConsolidateSummary,
+  options: ConsolidateOptions,
+): Promise<{ chunks: number; bytes: number } | null> {
+  const result = await store.fold(shard);
+  summary.swept += result.swept;
+  if (result.folded === 0) return null;
+  summary.shards += 1;
+  summary.chunks += result.folded;
+  summary.bytes += result.foldedBytes;
+  options.onProgress?.({ shard, chunks: result.folded, bytes: result.foldedBytes, shardBytes: result.shardBytes });
+  return { chunks: result.folded, bytes: result.foldedBytes };
+}
+
 export async function consolidate(store: StoreInternals, options: ConsolidateOptions = {}): Promise<ConsolidateSummary> {
   const summary: ConsolidateSummary = { shards: 0, chunks: 0, bytes: 0, swept: 0, errors: [], fatal: null, interrupted: false };
   const stop = () => summary.fatal !== null || (options.signal?.aborted ?? false);
   await forEachBounded(consolidationWork(store), store.concurrency * 2, stop, async (work) => {
     if ("temp" in work) {
-      await store.sweep(work.temp).then(
-        () => void (summary.swept += existsSync(work.temp) ? 0 : 1), // a live one is left alone
-        (error: unknown) => void summary.errors.push(describeError(work.temp, error)),
-      );
+      await sweepInto(store, work.temp, summary);
       return;
     }
     try {
-      const result = await store.fold(work.shard);
-      summary.swept += result.swept;
-      if (result.folded === 0) return; // an empty raw folder, or raw files of another owner
-      summary.shards += 1;
-      summary.chunks += result.folded;
-      summary.bytes += result.foldedBytes;
-      options.onProgress?.({ shard: work.shard, chunks: result.folded, bytes: result.foldedBytes, shardBytes: result.shardBytes });
+      await foldShard(store, work.shard, summary, options);
     } catch (error) {
       if (isFatal(error)) summary.fatal ??= error as Error;
       else summary.errors.push(describeError(work.shard, error));

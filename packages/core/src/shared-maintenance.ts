@@ -7,22 +7,22 @@
  * one walk between them and each shard is worked on once. Each commit still
  * takes the shard's lease, so writers beside the job stay safe.
  */
-import fs from "node:fs/promises";
 import path from "node:path";
 import { type JobProgress, SharedJob, type Task, type TaskContext } from "@h5nest/coordinator";
 import { CorruptShardError } from "@h5nest/workers";
-import { IDENTITY_FOLDER } from "./identity.js";
-import { classify } from "./walk.js";
+import { type StoreFile, walkFiles } from "./walk.js";
 import {
   type CompactOptions,
   type CompactSummary,
   compactShard,
   type ConsolidateOptions,
   type ConsolidateSummary,
+  describeError,
+  foldShard,
   isRawFolder,
-  type ShardError,
   type SharedJobReport,
   type StoreInternals,
+  sweepInto,
 } from "./maintenance.js";
 
 /** Where the shared job lives: the store's Redis and identity. */
@@ -37,41 +37,26 @@ export interface SharedJobTarget {
 const TASK_BATCH = 500;
 const PROGRESS_EVERY_MS = 500;
 
-function describeError(file: string, error: unknown): ShardError {
-  const e = error as { code?: unknown; message?: unknown };
-  return { file, code: typeof e.code === "string" ? e.code : "UNKNOWN", message: String(e.message ?? error) };
-}
-
 /**
- * Lists one folder: subfolders become tasks (`visitFolder` says which kind,
- * or null to leave it), files go to `visitFile`. Streams the folder.
+ * Lists one folder (not below it): subfolders become tasks (`visitFolder`
+ * says which kind, or null to leave it), files go to `visitFile`. Streams
+ * the folder, adding tasks in batches.
  */
 async function scanFolder(
   store: StoreInternals,
   relative: string,
   context: TaskContext,
   visitFolder: (folder: string) => Promise<Task["type"] | null>,
-  visitFile: (file: string, name: string) => Promise<Task | null>,
+  visitFile: (file: StoreFile) => Promise<Task | null>,
 ): Promise<void> {
-  const folder = path.join(store.layout.root, relative);
-  let dir: import("node:fs").Dir;
-  try {
-    dir = await fs.opendir(folder);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return; // folded and removed meanwhile
-    throw error;
-  }
   let batch: Task[] = [];
-  for await (const entry of dir) {
-    if (relative === "" && entry.name === IDENTITY_FOLDER) continue;
-    const full = path.join(folder, entry.name);
-    const taskPath = path.join(relative, entry.name);
+  for await (const file of walkFiles(store.layout, { folder: path.join(store.layout.root, relative), enter: () => false })) {
     let task: Task | null = null;
-    if (entry.isDirectory()) {
-      const type = await visitFolder(full);
-      if (type) task = { type, path: taskPath };
-    } else if (entry.isFile()) {
-      task = await visitFile(full, entry.name);
+    if (file.kind === "folder") {
+      const type = await visitFolder(file.path);
+      if (type) task = { type, path: path.relative(store.layout.root, file.path) };
+    } else {
+      task = await visitFile(file);
     }
     if (task) batch.push(task);
     if (batch.length >= TASK_BATCH) {
@@ -131,19 +116,8 @@ async function runJob(
 /** Sweeps the dead temporary files of one shard (`<shard>.<hex>.partial` beside it). */
 async function sweepLeftoversOf(store: StoreInternals, shard: string, summary: ConsolidateSummary): Promise<void> {
   const prefix = `${path.basename(shard)}.`;
-  let dir: import("node:fs").Dir;
-  try {
-    dir = await fs.opendir(path.dirname(shard));
-  } catch {
-    return;
-  }
-  for await (const entry of dir) {
-    if (!entry.name.startsWith(prefix) || classify(store.layout, entry.name) !== "temp") continue;
-    const file = path.join(path.dirname(shard), entry.name);
-    await store.sweep(file).then(
-      async () => void (summary.swept += (await fs.stat(file).catch(() => null)) ? 0 : 1),
-      (error: unknown) => void summary.errors.push(describeError(file, error)),
-    );
+  for await (const file of walkFiles(store.layout, { folder: path.dirname(shard), enter: () => false })) {
+    if (file.kind === "temp" && file.name.startsWith(prefix)) await sweepInto(store, file.path, summary);
   }
 }
 
@@ -161,15 +135,8 @@ export async function consolidateShared(
         task.path,
         context,
         async (folder) => ((await isRawFolder(store, folder)) ? "work" : "scan"),
-        async (file, name) => {
-          if (classify(layout, name) !== "temp") return null;
-          // A leftover temporary file: swept by its owner, if provably dead.
-          await store.sweep(file).then(
-            async () => void (summary.swept += (await fs.stat(file).catch(() => null)) ? 0 : 1),
-            (error: unknown) => void summary.errors.push(describeError(file, error)),
-          );
-          return null;
-        },
+        // A leftover temporary file: swept by its owner, if provably dead.
+        async (file) => (file.kind === "temp" ? (await sweepInto(store, file.path, summary), null) : null),
       );
       return;
     }
@@ -177,14 +144,8 @@ export async function consolidateShared(
     // A process died with this task: it may have left the shard's temporary file beside it.
     if (context.retried) await sweepLeftoversOf(store, shard, summary);
     try {
-      const result = await store.fold(shard);
-      summary.swept += result.swept;
-      if (result.folded === 0) return;
-      summary.shards += 1;
-      summary.chunks += result.folded;
-      summary.bytes += result.foldedBytes;
-      context.count({ chunks: result.folded, bytes: result.foldedBytes });
-      options.onProgress?.({ shard, chunks: result.folded, bytes: result.foldedBytes, shardBytes: result.shardBytes });
+      const moved = await foldShard(store, shard, summary, options);
+      if (moved) context.count(moved);
     } catch (error) {
       if (error instanceof CorruptShardError) summary.errors.push(describeError(shard, error));
       else throw error; // fatal here (a full disk): the task goes back to the queue for the others
@@ -210,7 +171,7 @@ export async function compactShared(
         context,
         // Raw folders hold chunk files, not shards: not listed.
         async (folder) => ((await isRawFolder(store, folder)) ? null : "scan"),
-        async (file, name) => (classify(layout, name) === "shard" ? { type: "work", path: path.relative(layout.root, file) } : null),
+        async (file) => (file.kind === "shard" ? { type: "work", path: path.relative(layout.root, file.path) } : null),
       );
       return;
     }

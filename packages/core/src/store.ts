@@ -15,7 +15,7 @@ import { InvalidKeyError, InvalidRangeError, InvalidValueError, LockRequiredErro
 import { IDENTITY_FOLDER, leaseStateFolder, readStoreIdentity, recordStoreIdentity, type StoreIdentity } from "./identity.js";
 import { type ArrayInfo, canWriteToShard, chunksPerShard, finalPathOfTemp, Layout, type Location } from "./layout.js";
 import { type H5NestedStoreOptions, type ResolvedOptions, resolveOptions } from "./options.js";
-import { readFileOrUndefined, statOrNull } from "./raw-files.js";
+import { readFileOrUndefined } from "./raw-files.js";
 import { type RangeQuery, ReadBatcher } from "./read-batcher.js";
 import {
   type CompactOptions,
