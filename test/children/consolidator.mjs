@@ -11,23 +11,10 @@
  *   error <code> <message JSON>
  *   done <passes> <total chunks> <hrtime>
  */
-import fs from "node:fs";
-import { H5NestedStore } from "h5nest";
+import { hr, openLocked, say } from "./locked-store.mjs";
 
 const config = JSON.parse(process.argv[2]);
-const say = (line) => fs.writeSync(1, `${line}\n`);
-const hr = () => process.hrtime.bigint().toString();
-
-let store;
-try {
-  store = await H5NestedStore.open(config.store, {
-    workers: config.workers ?? 1,
-    distributedLock: { leaseMs: config.leaseMs, ...(config.redis ? { redis: config.redis } : {}) },
-  });
-} catch (error) {
-  say(`open-failed ${error?.code ?? error?.name ?? "unknown"} ${JSON.stringify(String(error?.message ?? error))}`);
-  process.exit(3);
-}
+const store = await openLocked(config);
 say(`ready ${process.pid} ${hr()}`);
 
 let stopping = false;

@@ -21,25 +21,12 @@
  *   done <hrtime>
  * hrtime is process.hrtime.bigint() (CLOCK_MONOTONIC, comparable across processes).
  */
-import fs from "node:fs";
 import readline from "node:readline";
 import * as zarr from "zarrita";
-import { H5NestedStore } from "h5nest";
+import { hr, openLocked, say } from "./locked-store.mjs";
 
 const config = JSON.parse(process.argv[2]);
-const say = (line) => fs.writeSync(1, `${line}\n`);
-const hr = () => process.hrtime.bigint().toString();
-
-let store;
-try {
-  store = await H5NestedStore.open(config.store, {
-    workers: config.workers ?? 1,
-    distributedLock: { leaseMs: config.leaseMs, ...(config.redis ? { redis: config.redis } : {}) },
-  });
-} catch (error) {
-  say(`open-failed ${error?.code ?? error?.name ?? "unknown"} ${JSON.stringify(String(error?.message ?? error))}`);
-  process.exit(3);
-}
+const store = await openLocked(config);
 const array = await zarr.open.v2(zarr.root(store).resolve(config.array ?? "img"), { kind: "array" });
 const grid = array.shape.map((size, axis) => Math.ceil(size / array.chunks[axis]));
 say(`ready ${process.pid} ${hr()}`);
