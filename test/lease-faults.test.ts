@@ -44,20 +44,10 @@ import {
 } from "./helpers/lock-harness.js";
 import { requireRedis, startRedis } from "./helpers/redis.js";
 import { tempDir } from "./helpers/tmp.js";
+import { within } from "./helpers/within.js";
 import { leaveRoom, withTmpfs } from "./helpers/tmpfs.js";
 
 const PROCESS_TEST = { timeout: 120_000 };
-
-/** `promise`'s value, or `late` when it takes longer than `timeoutMs`. */
-async function within<T, L>(promise: Promise<T>, timeoutMs: number, late: L): Promise<T | L> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<L>((resolve) => (timer = setTimeout(() => resolve(late), timeoutMs)));
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 const describe = (error: unknown) => {
   const e = error as { name?: string; code?: string; message?: string };

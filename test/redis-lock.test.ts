@@ -24,6 +24,7 @@ import { RedisLeaseProvider, timeLeftMs } from "@h5nest/coordinator";
 import { createV2Array, H5NestedStore, LockUnavailableError } from "h5nest";
 import { freePort, requireRedis, startProxy, startRedis } from "./helpers/redis.js";
 import { tempDir } from "./helpers/tmp.js";
+import { within } from "./helpers/within.js";
 import { describeRun, h5nest } from "./helpers/cli.js";
 
 const WRITER = path.join(import.meta.dirname, "children", "redis-writer.ts");
@@ -359,17 +360,6 @@ async function snapshot(root: string): Promise<Map<string, string>> {
 async function leaseKeys(redis: { command(...args: (string | number)[]): Promise<unknown> }): Promise<string[]> {
   const keys = (await redis.command("KEYS", "*")) as string[];
   return keys.filter((k) => k.includes(":lease:"));
-}
-
-/** `promise`'s value, or `late` when it takes longer than `timeoutMs` (the timer does not outlive the race). */
-async function within<T, L>(promise: Promise<T>, timeoutMs: number, late: L): Promise<T | L> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<L>((resolve) => (timer = setTimeout(() => resolve(late), timeoutMs)));
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 const isLockUnavailable = (error: unknown): boolean =>
